@@ -1,0 +1,324 @@
+"""The `engine` command.
+
+    engine run   [--generator stylegan2|PATH|diffusion:MODEL] [--size N] [--seed N] [--psi F]
+                 [--frames N | --seconds S] [--sink SPEC]... [--config FILE.toml] [--device auto|cpu|cuda] ...
+    engine info  [--params] [--generator SPEC] [--json]
+    engine --help
+
+Exit codes: 0 done, 2 bad input or a machine that cannot do what was asked (one line on stderr saying what
+and what to do), 1 an unexpected internal error (with a traceback), 130 interrupted twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine import __version__
+from engine.errors import EngineError, UsageError
+
+log = logging.getLogger("engine")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the whole usage block otherwise)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"expected GROUP.NAME=VALUE (e.g. fx.feedback=0.2), got {text!r}")
+    return key.strip(), value.strip()
+
+
+# Options of `engine run` that may also come from the config file's [run] table: dest -> default.
+RUN_DEFAULTS: dict[str, Any] = {
+    "generator": "stylegan2",
+    "size": None,
+    "seed": None,
+    "psi": None,
+    "frames": None,
+    "seconds": None,
+    "sink": [],
+    "device": "auto",
+    "backend": "auto",
+    "upload": "auto",
+    "fps": 30.0,
+    "clock": "auto",
+    "stats_json": None,
+    "set": [],
+    "quiet": False,
+}
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # defaults are applied after merging the config file (CLI > config > defaults)
+    g = p.add_argument_group("what to render")
+    g.add_argument("--generator", default=S, metavar="SPEC",
+                   help="stylegan2 (built-in, no download), a StyleGAN network file (.pkl/.pt/.safetensors), or diffusion:MODEL (default: stylegan2)")
+    g.add_argument("--size", type=_positive_int, default=S, metavar="N",
+                   help="output size in pixels, square (default: the generator's own; 256 for the built-in stylegan2)")
+    g.add_argument("--seed", type=int, default=S, metavar="N", help="start seed (parameter latent.seed; default 0)")
+    g.add_argument("--psi", type=float, default=S, metavar="F", help="truncation psi (parameter latent.psi; default 1)")
+    g.add_argument("--set", type=_assignment, action="append", default=S, metavar="GROUP.NAME=VALUE",
+                   help="set any live parameter at start (repeatable), e.g. --set fx.feedback=0.3; `engine info --params` lists them")
+    g.add_argument("--config", default=S, metavar="FILE.toml", help="TOML config: [run] options, [generator] options and parameter groups")
+    d = p.add_argument_group("how long")
+    d.add_argument("--frames", type=_positive_int, default=S, metavar="N", help="stop after N frames (default: run until Ctrl-C)")
+    d.add_argument("--seconds", type=_non_negative_float, default=S, metavar="S",
+                   help="stop after S seconds (show time: with the frame clock, S x fps frames)")
+    o = p.add_argument_group("output")
+    o.add_argument("--sink", action="append", default=S, metavar="SPEC",
+                   help="where frames go (repeatable): null, window[:fullscreen], file:out.mp4, file:frames/%%05d.png, "
+                        "ndi[:NAME], spout[:NAME], syphon[:NAME], v4l2[:/dev/videoN] "
+                        "(default: window when a display exists, else null)")
+    o.add_argument("--fps", type=_non_negative_float, default=S, metavar="F",
+                   help="frame rate: live runs are paced to it, files and NDI are stamped with it, the frame clock steps 1/F (default 30; 0 = unpaced)")
+    o.add_argument("--clock", choices=("auto", "wall", "frame"), default=S,
+                   help="show time: wall (real time) or frame (index / fps, reproducible). auto = frame when every sink is file/null, else wall")
+    o.add_argument("--stats-json", type=Path, default=S, metavar="PATH", help="write a run summary (fps, per-stage ms, ...) as JSON at exit")
+    o.add_argument("--quiet", action="store_true", default=S, help="no live status line")
+    e = p.add_argument_group("execution")
+    e.add_argument("--device", default=S, metavar="auto|cpu|cuda[:N]", help="where the generator runs (default auto: CUDA if available)")
+    e.add_argument("--backend", default=S, metavar="auto|eager|compile",
+                   help="how the generator runs: eager PyTorch, or compile (torch.compile + CUDA graphs). auto = compile on CUDA, eager on CPU")
+    e.add_argument("--upload", choices=("auto", "staged", "interop"), default=S,
+                   help="generator -> texture path: interop (CUDA-GL, zero host copies), staged (through host memory), auto = interop when possible")
+    try:
+        from engine.control import add_cli_arguments
+    except ImportError:  # control layer not present in this build
+        return
+    add_cli_arguments(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="engine", description="Real-time GPU-native render engine for live visuals.")
+    parser.add_argument("--version", action="version", version=f"engine {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="render a live stream", description="Render frames and publish them to sinks.")
+    add_run_arguments(run)
+
+    info = sub.add_parser("info", help="what this machine offers: GL, CUDA, NVML, interop, sinks",
+                          description="Print GL renderer, CUDA device, NVML, interop and sink availability.")
+    info.add_argument("--params", action="store_true", help="list every live parameter: address, type, range, default")
+    info.add_argument("--generator", metavar="SPEC", help="describe a generator (architecture, layers) without running it")
+    info.add_argument("--size", type=_positive_int, metavar="N", help="size to build --generator at")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    # `engine project` (engine.generators.project.cmd_project; torch is imported only when it runs).
+    pr = sub.add_parser("project", help="find the StyleGAN latent (w or w+) that reproduces an image",
+                        description="Project an image into a StyleGAN network's W space and save the latent (.npz/.pt); "
+                                    "load it live with --set stylegan.w_file=PATH.")
+    pr.add_argument("image", type=Path, help="target image (any PIL format; centre-cropped to a square)")
+    pr.add_argument("--generator", default="stylegan2", metavar="SPEC", help="stylegan2 or a network file (.pkl/.pt/.safetensors)")
+    pr.add_argument("--size", type=_positive_int, default=None, metavar="N", help="size to render at (default: the network's own)")
+    pr.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to optimise (default auto: CUDA if available)")
+    pr.add_argument("--steps", type=_positive_int, default=300, metavar="N", help="optimisation steps (default 300; NVlabs uses 1000)")
+    pr.add_argument("--mode", choices=("w", "w+"), default="w", help="w: one w for all layers (NVlabs); w+: one per layer (closer fit)")
+    pr.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the exploration noise")
+    pr.add_argument("--out", type=Path, default=None, metavar="PATH", help="latent file to write, .npz or .pt (default IMAGE_STEM.w.npz beside the image)")
+    pr.add_argument("--save-image", type=Path, default=None, metavar="PNG", help="also write the projected image")
+    return parser
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="engine: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Merge defaults < config file < command line. Returns (RunOptions, initial parameter values)."""
+    from engine.config import load_config
+    from engine.loop import RunOptions
+
+    given = vars(ns)
+    extra_defaults = _control_defaults()
+    all_options = set(RUN_DEFAULTS) | set(extra_defaults)
+    cfg = load_config(given["config"], all_options) if given.get("config") else None
+
+    merged: dict[str, Any] = {**RUN_DEFAULTS, **extra_defaults}
+    if cfg is not None:
+        merged.update(cfg.run)
+    merged.update({k: v for k, v in given.items() if k in all_options})
+
+    sinks = merged["sink"]
+    if isinstance(sinks, str):
+        sinks = [sinks]
+    if not sinks:
+        from engine.sinks.window import WindowSink
+
+        sinks = ["window"] if WindowSink.availability()[0] else ["null"]
+        if sinks == ["null"]:
+            log.warning("no display and no --sink: frames are rendered but not shown; add e.g. --sink file:out.mp4 or --sink ndi")
+    try:
+        opts = RunOptions(
+            generator=str(merged["generator"]),
+            size=None if merged["size"] is None else int(merged["size"]),
+            device=str(merged["device"]),
+            backend=str(merged["backend"]),
+            sinks=[str(s) for s in sinks],
+            frames=None if merged["frames"] is None else int(merged["frames"]),
+            seconds=None if merged["seconds"] is None else float(merged["seconds"]),
+            fps=float(merged["fps"]),
+            clock=str(merged["clock"]),
+            stats_json=None if merged["stats_json"] is None else Path(merged["stats_json"]),
+            quiet=bool(merged["quiet"]),
+            upload=str(merged["upload"]),
+            generator_options=dict(cfg.generator) if cfg else {},
+        )
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"bad option value in {cfg.path if cfg else 'the command line'}: {e}") from None
+    if opts.size is not None and opts.size <= 0:
+        raise UsageError(f"--size must be positive, got {opts.size}")
+    if opts.clock not in ("auto", "wall", "frame"):
+        raise UsageError(f"unknown clock {opts.clock!r}; use auto, wall or frame")
+
+    values: dict[str, Any] = dict(cfg.params) if cfg else {}
+    if merged["seed"] is not None:
+        values["latent.seed"] = merged["seed"]
+    if merged["psi"] is not None:
+        values["latent.psi"] = merged["psi"]
+    for key, value in merged["set"] or []:
+        values[key] = _parse_value(value)
+    merged_ns = argparse.Namespace(**merged)
+    return opts, values, merged_ns
+
+
+def _control_defaults() -> dict[str, Any]:
+    """Defaults of the options the control layer adds (so they can come from [run] in the config too)."""
+    p = argparse.ArgumentParser(add_help=False)
+    try:
+        from engine.control import add_cli_arguments
+    except ImportError:
+        return {}
+    add_cli_arguments(p)
+    return {a.dest: a.default for a in p._actions if a.dest != "help"}
+
+
+def _parse_value(text: str) -> Any:
+    """--set values: numbers and comma-separated vectors are parsed, everything else stays text (validated by
+    the parameter's own spec)."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    if "," in text:
+        try:
+            return [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from engine.loop import run_engine
+    from engine.params import ParamError, ParamStore
+
+    opts, values, merged = resolve_run_options(ns)
+    store = ParamStore()
+    try:
+        store.update(values)
+    except ParamError as e:
+        raise UsageError(str(e)) from None
+    controllers = []
+    try:
+        from engine.control import build_controllers
+    except ImportError:
+        build_controllers = None
+    if build_controllers is not None:
+        controllers = build_controllers(merged)
+    summary = run_engine(opts, store, controllers)
+    if not opts.quiet:
+        sys.stderr.write("\n")
+        fps = summary.get("fps_mean") or 0.0
+        fm = (summary.get("frame_ms") or {}).get("median") or 0.0
+        up = summary.get("upload", {})
+        sys.stderr.write(
+            f"engine: {summary.get('frames', 0)} frames in {summary.get('seconds', 0):.1f} s, {fps:.1f} fps "
+            f"(median frame {fm:.1f} ms), upload {up.get('path')} ({up.get('host_copies_per_frame')} host copies/frame)\n"
+        )
+    return 0
+
+
+def cmd_info(ns: argparse.Namespace) -> int:
+    from engine.info import collect_info, format_info, format_params
+
+    if ns.params:
+        from engine.params import SPECS
+
+        if ns.json:
+            print(json.dumps([_spec_json(s) for s in SPECS], indent=2))
+        else:
+            print(format_params())
+        return 0
+    data = collect_info(generator=ns.generator, size=ns.size)
+    print(json.dumps(data, indent=2, default=str) if ns.json else format_info(data))
+    return 0
+
+
+def _spec_json(s) -> dict[str, Any]:
+    return {"address": s.address, "path": s.path, "type": s.kind, "range": s.range_text(), "default": s.default, "doc": s.doc}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+        _configure_logging(ns.verbose)
+        if ns.command is None:
+            parser.print_help()
+            return 0
+        handler = {"run": cmd_run, "info": cmd_info}.get(ns.command)
+        if handler is None:
+            handler = _extra_command(ns.command)
+        return handler(ns)
+    except EngineError as e:
+        sys.stderr.write(f"engine: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("\nengine: interrupted\n")
+        return 130
+
+
+def _extra_command(name: str):
+    if name == "project":
+        from engine.generators.project import cmd_project
+
+        return cmd_project
+    raise UsageError(f"unknown command {name!r}; see `engine --help`")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""The generator interface: a parameter snapshot (and, for img2img, a source image) in, an image tensor out.
+
+Generators are plain PyTorch. They never import GL, OSC or sinks. Speedups (torch.compile, CUDA graphs,
+TensorRT, Triton kernels) are applied from outside by engine.backends.
+
+Tensor contract at the boundary (noted here once, relied on by upload/interop):
+    output: (1, 3, H, W), float16/float32/bfloat16, values nominally in [-1, 1], on `generator.device`,
+            row 0 = top of the image.
+    source (img2img only): (1, 3, H, W) float in [-1, 1] on the same device, row 0 = top.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engine.params import Params
+
+
+@dataclass(frozen=True)
+class FrameTime:
+    """When a frame is: `t` seconds on the show clock (wall or frame-based, see loop) and its index."""
+
+    t: float
+    index: int
+    dt: float = 0.0
+
+
+class Generator(abc.ABC):
+    name: str = "generator"
+    #: True for img2img generators: the loop passes the source image (feedback, camera, ...) each frame.
+    wants_source: bool = False
+
+    def __init__(self, height: int, width: int, device: torch.device):
+        self.height = int(height)
+        self.width = int(width)
+        self.device = torch.device(device)
+
+    @abc.abstractmethod
+    def __call__(self, snap: Params, when: FrameTime, source: torch.Tensor | None = None) -> torch.Tensor:
+        """Render one frame: (1, 3, H, W) in [-1, 1] on self.device. No host syncs on CUDA."""
+
+    def info(self) -> dict[str, Any]:
+        """What `engine info --generator` and the stats print about this generator."""
+        return {"name": self.name, "size": [self.width, self.height], "device": str(self.device)}
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The nn.Modules a backend may compile or replace, by role name (e.g. {"synthesis": ...})."""
+        return {}
+
+    def close(self) -> None:
+        pass

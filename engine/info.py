@@ -1,0 +1,157 @@
+"""`engine info`: what this machine offers, and why not where it doesn't.
+
+Each probe is guarded: a missing driver or package becomes a reason string, never a crash.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+import torch
+
+from engine import __version__
+
+
+def _gl_info() -> dict[str, Any]:
+    try:
+        from engine.gl import GL
+
+        gl = GL.headless()
+        try:
+            return {"available": True, **gl.info(), "max_texture_size": gl.ctx.info.get("GL_MAX_TEXTURE_SIZE")}
+        finally:
+            gl.release()
+    except Exception as e:
+        return {"available": False, "reason": str(e)}
+
+
+def _cuda_info() -> dict[str, Any]:
+    if not torch.cuda.is_available():
+        built = torch.version.cuda
+        why = "this torch build has no CUDA (CPU wheel)" if built is None else f"torch built for CUDA {built}, but no device/driver found"
+        return {"available": False, "reason": why}
+    devices = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        devices.append({"index": i, "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
+                        "capability": f"{p.major}.{p.minor}"})
+    return {"available": True, "torch_cuda": torch.version.cuda, "devices": devices}
+
+
+def _nvml_info() -> dict[str, Any]:
+    try:
+        import pynvml
+    except ImportError:
+        return {"available": False, "reason": "nvidia-ml-py is not installed (pip install nvidia-ml-py)"}
+    try:
+        pynvml.nvmlInit()
+    except Exception as e:
+        return {"available": False, "reason": f"NVML could not initialise ({e}): no NVIDIA driver on this machine"}
+    try:
+        out: dict[str, Any] = {"available": True, "driver": _s(pynvml.nvmlSystemGetDriverVersion()), "gpus": []}
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            gpu: dict[str, Any] = {"index": i, "name": _s(pynvml.nvmlDeviceGetName(h))}
+            try:
+                gpu["temperature_c"] = pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
+            except Exception as e:
+                gpu["temperature_c"] = f"unsupported ({e})"
+            out["gpus"].append(gpu)
+        return out
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _interop_info(cuda: dict[str, Any], gl: dict[str, Any]) -> dict[str, Any]:
+    if not cuda.get("available"):
+        return {"available": False, "reason": "no CUDA device: frames are staged through host memory"}
+    try:
+        from engine.interop import probe_interop
+    except ImportError as e:
+        return {"available": False, "reason": f"interop module unavailable: {e}"}
+    ok, reason = probe_interop()
+    return {"available": ok, "reason": reason}
+
+
+def _generator_info(spec: str, size: int | None) -> dict[str, Any]:
+    from engine.generators import create_generator
+
+    device = torch.device("cpu")
+    g = create_generator(spec, size=size, device=device)
+    try:
+        return g.info()
+    finally:
+        g.close()
+
+
+def collect_info(generator: str | None = None, size: int | None = None) -> dict[str, Any]:
+    from engine.sinks import availability
+
+    gl = _gl_info()
+    cuda = _cuda_info()
+    data: dict[str, Any] = {
+        "engine": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "gl": gl,
+        "cuda": cuda,
+        "nvml": _nvml_info(),
+        "interop": _interop_info(cuda, gl),
+        "sinks": {k: {"available": ok, "reason": why} for k, (ok, why) in availability().items()},
+    }
+    if generator:
+        data["generator"] = _generator_info(generator, size)
+    return data
+
+
+def format_info(d: dict[str, Any]) -> str:
+    lines = [f"engine {d['engine']}  python {d['python']}  torch {d['torch']}  {d['platform']}"]
+    gl = d["gl"]
+    lines.append("GL:      " + (f"{gl['renderer']} | {gl['version']} ({gl['context']})" if gl["available"] else f"unavailable: {gl['reason']}"))
+    cuda = d["cuda"]
+    if cuda["available"]:
+        for dev in cuda["devices"]:
+            lines.append(f"CUDA:    [{dev['index']}] {dev['name']} {dev['memory_gib']} GiB sm_{dev['capability']} (torch CUDA {cuda['torch_cuda']})")
+    else:
+        lines.append(f"CUDA:    none ({cuda['reason']})")
+    nv = d["nvml"]
+    if nv["available"]:
+        gpus = ", ".join(f"{g['name']} {g['temperature_c']} C" for g in nv["gpus"])
+        lines.append(f"NVML:    driver {nv['driver']}: {gpus}")
+    else:
+        lines.append(f"NVML:    unavailable ({nv['reason']})")
+    io = d["interop"]
+    lines.append("Interop: " + ("CUDA-GL zero-copy available" if io["available"] else f"not available: {io['reason']}"))
+    lines.append("Sinks:")
+    for kind, s in d["sinks"].items():
+        lines.append(f"  {kind:8s} {'available' if s['available'] else 'unavailable: ' + s['reason']}")
+    if "generator" in d:
+        lines.append("Generator:")
+        for k, v in d["generator"].items():
+            if isinstance(v, (list, tuple)) and len(v) > 8:
+                lines.append(f"  {k}:")
+                lines.extend(f"    {x}" for x in v)
+            else:
+                lines.append(f"  {k}: {v}")
+    return "\n".join(lines)
+
+
+def format_params() -> str:
+    from engine.params import SPECS
+
+    rows = [("address", "type", "range", "default", "description")]
+    for s in SPECS:
+        default = s.default if s.kind != "vector" else ("()" if not s.default else f"{len(s.default)} floats")
+        rows.append((s.address, s.kind, s.range_text(), repr(default) if isinstance(default, str) else str(default), s.doc))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)

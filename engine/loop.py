@@ -1,0 +1,352 @@
+"""The render loop: setup once, then per frame
+
+    controllers.before_frame -> snapshot = store.snapshot()
+    -> [source: feedback via GL, or engine.sources] -> generator(snapshot) -> uploader (interop or staged)
+    -> GL pipeline (perturb, feedback blend, present) -> sinks (texture sinks direct; host sinks via async PBO
+    readback, one frame late) -> controllers.after_frame -> stats
+
+Everything is allocated in `setup()`. A frame binds and launches; on CUDA it does not synchronise the device
+(the staged fallback's device->host copy is the one exception, and it is counted as host copies in the stats).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.control import Controller
+from engine.errors import SetupError, UsageError
+from engine.generators import FrameTime, Generator, create_generator
+from engine.gl import GL, Pipeline, Readback
+from engine.params import ParamStore
+from engine.sinks import parse_sink
+from engine.sinks.base import Sink
+from engine.stats import Stats
+
+log = logging.getLogger("engine.loop")
+
+# Sinks that only record: with nothing but these, the loop renders offline (frame clock, no pacing).
+OFFLINE_SINKS = {"null", "file"}
+
+
+@dataclass
+class RunOptions:
+    generator: str = "stylegan2"
+    size: int | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    backend: str = "auto"
+    sinks: list[str] = field(default_factory=list)
+    frames: int | None = None
+    seconds: float | None = None
+    fps: float = 30.0
+    clock: str = "auto"  # auto | wall | frame
+    stats_json: Path | None = None
+    quiet: bool = False
+    upload: str = "auto"  # auto | staged | interop
+    generator_options: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SetupError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SetupError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type != "cpu":
+        raise UsageError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+class Engine:
+    def __init__(self, opts: RunOptions, store: ParamStore | None = None, controllers: list[Controller] | None = None):
+        self.opts = opts
+        self.store = store or ParamStore()
+        self.controllers = list(controllers or [])
+        self.sinks: list[Sink] = [parse_sink(s) for s in (opts.sinks or ["null"])]
+        self.stop_event = threading.Event()
+        self.generator: Generator | None = None
+        self.gl: GL | None = None
+        self.pipeline: Pipeline | None = None
+        self.readback: Readback | None = None
+        self.uploader = None
+        self.stats: Stats | None = None
+        self.sources = None
+        self.info: dict[str, Any] = {}
+        self._closed = False
+        self._started_controllers: list[Controller] = []
+        self._opened_sinks: list[Sink] = []
+
+    # -- setup --------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        o = self.opts
+        windows = [s for s in self.sinks if s.kind == "window"]
+        if len(windows) > 1:
+            raise UsageError("only one --sink window per run")
+        self.device = resolve_device(o.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+        self.generator = create_generator(o.generator, size=o.size, device=self.device, options=o.generator_options)
+        from engine.backends import apply_backend
+
+        self.generator, backend_desc = apply_backend(self.generator, o.backend)
+        g = self.generator
+        w, h = g.width, g.height
+
+        # GL: a window's context when previewing (rendering happens in it), else headless EGL on the CUDA GPU.
+        if windows:
+            windows[0].create_window(w, h)
+            self.gl = GL.from_current()
+        else:
+            self.gl = GL.headless(self._egl_device_index())
+        self.pipeline = Pipeline(self.gl, w, h)
+
+        self.uploader, upload_reason = self._select_uploader()
+        if upload_reason:
+            log.warning("%s", upload_reason)
+
+        if any(s.needs_host for s in self.sinks):
+            self.readback = Readback(self.gl, w, h)
+        self.offline = all(s.kind in OFFLINE_SINKS for s in self.sinks)
+        clock = o.clock if o.clock != "auto" else ("frame" if self.offline else "wall")
+        if clock not in ("wall", "frame"):
+            raise UsageError(f"unknown clock {o.clock!r}; use auto, wall or frame")
+        if clock == "frame" and o.fps <= 0:
+            raise UsageError("--clock frame needs --fps > 0 (it is the time step)")
+        self.clock = clock
+
+        for sink in self.sinks:
+            # A live show drops frames in a slow host sink rather than stall; an offline render waits for it.
+            sink.realtime = not self.offline
+            sink.open(self.gl, w, h, o.fps if o.fps > 0 else 30.0)
+            self._opened_sinks.append(sink)
+
+        self.source_tensor = torch.empty((1, 3, h, w), device=self.device) if g.wants_source else None
+        self.sources = None
+        if g.wants_source:
+            from engine.sources import SourceManager
+
+            self.sources = SourceManager(w, h, self.device)
+
+        self.stats = Stats(device_type=self.device.type)
+        self.info = {
+            "generator": g.info(),
+            "backend": backend_desc,
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "gl": self.gl.info(),
+            "upload": {"path": self.uploader.name, "host_copies_per_frame": self.uploader.host_copies_per_frame,
+                       "fallback_reason": upload_reason or None},
+            "sinks": [s.label for s in self.sinks],
+            "size": [w, h],
+            "clock": self.clock,
+            "fps_target": o.fps,
+        }
+        self.stats.info.update(self.info)
+        for c in self.controllers:
+            c.start(self.store, self.info)
+            self._started_controllers.append(c)
+
+    def _egl_device_index(self) -> int | None:
+        if self.device.type != "cuda":
+            return None
+        try:
+            from engine.egl_device import egl_device_for_cuda
+        except ImportError:
+            return None
+        index, reason = egl_device_for_cuda(self.device.index or 0)
+        if index is None and reason:
+            log.warning("EGL/CUDA device matching: %s", reason)
+        return index
+
+    def _select_uploader(self):
+        from engine.upload import StagedUpload
+
+        mode = self.opts.upload
+        if mode not in ("auto", "staged", "interop"):
+            raise UsageError(f"unknown upload path {mode!r}; use auto, staged or interop")
+        if mode == "staged" or self.device.type != "cuda":
+            reason = None
+            if mode == "interop":
+                raise SetupError("--upload interop needs a CUDA device")
+            if self.device.type == "cuda":
+                reason = "upload: staged copy requested with --upload staged (frames cross host memory)"
+            return StagedUpload(self.device), reason
+        from engine.interop import select_uploader
+
+        uploader, reason = select_uploader(self.device, self.gl, self.pipeline)
+        if mode == "interop" and uploader.name != "interop":
+            raise SetupError(f"--upload interop is not possible here: {reason}")
+        return uploader, (f"CUDA-GL interop unavailable, using the staged copy (frames cross host memory): {reason}" if reason else None)
+
+    # -- per frame ----------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        o = self.opts
+        assert self.generator is not None and self.pipeline is not None and self.stats is not None
+        max_frames = o.frames
+        deadline = None
+        if o.seconds is not None:
+            if self.clock == "frame":
+                n = int(math.ceil(o.seconds * o.fps))
+                max_frames = n if max_frames is None else min(max_frames, n)
+            else:
+                deadline = time.monotonic() + o.seconds
+        pace = (not self.offline) and o.fps > 0
+        period = 1.0 / o.fps if o.fps > 0 else 0.0
+        t0 = time.monotonic()
+        next_due = t0
+        index = 0
+        last_t = 0.0
+        while not self.stop_event.is_set():
+            if max_frames is not None and index >= max_frames:
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            t = index / o.fps if self.clock == "frame" else now - t0
+            when = FrameTime(t=t, index=index, dt=t - last_t)
+            last_t = t
+            self.step(when)
+            index += 1
+            if any(s.should_close() for s in self.sinks):
+                break
+            if pace:
+                next_due += period
+                delay = next_due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    next_due = time.monotonic()  # fell behind: don't try to catch up with a burst
+        self._flush_host_sinks()
+        return self.stats.summary()
+
+    def step(self, when: FrameTime) -> None:
+        g, pipe, stats = self.generator, self.pipeline, self.stats
+        assert g is not None and pipe is not None and stats is not None
+        stats.begin_frame()
+        for c in self.controllers:
+            c.before_frame(self.store, when)
+        snap = self.store.snapshot()
+        pipe.reload_changed()
+
+        source = None
+        with stats.stage("generate", device=True):
+            if g.wants_source:
+                source = self._read_source(snap, when)
+            with torch.inference_mode():
+                image = g(snap, when, source)  # (1, 3, H, W) in [-1, 1] on g.device
+        with stats.stage("upload", device=True):
+            self.uploader.upload(image, pipe.frame.texture)
+        with stats.stage("shaders"):
+            out = pipe.render(snap.fx, when.t, perturb_frame=not (g.wants_source and source is not None and self._source_mode(snap) == "feedback"))
+        with stats.stage("sinks"):
+            for sink in self.sinks:
+                if not sink.needs_host:
+                    sink.send_texture(out, when.index)
+            if self.readback is not None:
+                got = self.readback.submit(pipe.output.fbo, when.index)
+                if got is not None:
+                    self._send_pixels(*got)
+        frame_stats = stats.end_frame()
+        for c in self.controllers:
+            c.after_frame(when, frame_stats)
+        if not self.opts.quiet:
+            stats.maybe_print_status()
+
+    def _source_mode(self, snap) -> str:
+        src = getattr(snap, "source", None)
+        return getattr(src, "mode", "feedback") if src is not None else "feedback"
+
+    def _read_source(self, snap, when: FrameTime):
+        """The img2img input for this frame: (1, 3, H, W) in [-1, 1] on the generator's device, or None for the
+        very first feedback frame (the generator then starts from its own init image)."""
+        mode = self._source_mode(snap)
+        if mode == "feedback":
+            if self.pipeline.frames == 0:
+                return None
+            tex = self.pipeline.feedback_source(snap.fx, when.t)
+            return self.uploader.download(tex, self.source_tensor)
+        return self.sources.read(mode, snap, when)
+
+    def _send_pixels(self, index: int, pixels) -> None:
+        for sink in self.sinks:
+            if sink.needs_host:
+                sink.send_pixels(pixels, index)
+
+    def _flush_host_sinks(self) -> None:
+        if self.readback is not None:
+            for index, pixels in self.readback.flush():
+                self._send_pixels(index, pixels)
+
+    # -- teardown -----------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        errors = []
+        for c in reversed(self._started_controllers):
+            try:
+                c.stop()
+            except Exception as e:  # closing must reach every resource
+                errors.append(f"controller {type(c).__name__}: {e}")
+        for s in self._opened_sinks:
+            try:
+                s.close()
+            except Exception as e:
+                errors.append(f"sink {s.label}: {e}")
+        if self.stats is not None:
+            self.stats.info["sink_stats"] = {s.label: s.stats() for s in self._opened_sinks}
+            self.stats.info["controllers"] = {type(c).__name__: c.stats() for c in self._started_controllers}
+            if self.pipeline is not None:
+                self.stats.info["shader_reloads"] = {n: p.reloads for n, p in self.pipeline.programs.items()}
+        if self.sources is not None:
+            self.sources.close()
+        if self.uploader is not None:
+            self.uploader.close()
+        if self.readback is not None:
+            self.readback.release()
+        if self.pipeline is not None:
+            self.pipeline.release()
+        if self.generator is not None:
+            self.generator.close()
+        for e in errors:
+            log.error("while closing: %s", e)
+
+    def install_signal_handlers(self) -> None:
+        """Ctrl-C / SIGTERM end the show cleanly: the video file is finalised, stats are written."""
+
+        def handler(signum, frame):
+            if self.stop_event.is_set():
+                raise KeyboardInterrupt  # second Ctrl-C: stop now
+            self.stop_event.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+def run_engine(opts: RunOptions, store: ParamStore, controllers: list[Controller]) -> dict[str, Any]:
+    engine = Engine(opts, store, controllers)
+    engine.install_signal_handlers()
+    try:
+        engine.setup()
+        summary = engine.run()
+    finally:
+        engine.close()
+    summary = engine.stats.summary() if engine.stats else {}
+    if opts.stats_json:
+        engine.stats.write_json(opts.stats_json)
+    return summary

@@ -1,0 +1,170 @@
+"""The GL stage on a real context: shader math against numpy, identity, ping-pong, hot reload, #line errors,
+async readback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import SetupError
+from engine.gl import Pipeline, Readback, ShaderProgram, load_shader_source, shader_dir
+from engine.params import Fx
+
+W, H = 48, 32
+
+
+def rgba(seed: int) -> np.ndarray:
+    img = np.random.RandomState(seed).randint(0, 256, size=(H, W, 4), dtype=np.uint8)
+    img[..., 3] = 255
+    return img
+
+
+def read(fbo) -> np.ndarray:
+    return np.frombuffer(fbo.read(components=4, alignment=1), np.uint8).reshape(H, W, 4)
+
+
+@pytest.fixture
+def pipe(gl):
+    p = Pipeline(gl, W, H)
+    yield p
+    p.release()
+
+
+def test_blend_matches_numpy_formula(pipe):
+    a, b = rgba(1), rgba(2)
+    alpha = 0.3
+    pipe.frame.texture.write(a.tobytes())
+    pipe.render(Fx(perturb=0.0, feedback=alpha), 0.0)  # first frame: no history, output = a
+    assert np.array_equal(read(pipe.output.fbo), a)
+    pipe.frame.texture.write(b.tobytes())
+    pipe.render(Fx(perturb=0.0, feedback=alpha), 0.0)
+    # Seed 001's formula: alpha * previous + (1 - alpha) * current.
+    expected = alpha * a.astype(np.float64) + (1 - alpha) * b.astype(np.float64)
+    got = read(pipe.output.fbo).astype(np.float64)
+    assert np.abs(got[..., :3] - expected[..., :3]).max() <= 1.0  # within 1/255
+
+
+def test_perturb_amount_zero_is_identity(gl, pipe):
+    img = rgba(3)
+    pipe.frame.texture.write(img.tobytes())
+    prog = pipe.programs["perturb"]
+    from engine.gl import Target
+
+    target = Target(gl, (W, H), "f1")
+    prog.draw(target.fbo, {"src": pipe.frame.texture}, amount=0.0, scale=4.0, speed=1.0, displace=0.5,
+              brightness_jitter=1.0, hue_jitter=1.0, time=12.3, aspect=W / H)
+    assert np.array_equal(read(target.fbo), img)
+    # And through the whole pipeline with feedback 0.
+    pipe.render(Fx(perturb=0.0, feedback=0.0), 5.0)
+    assert np.array_equal(read(pipe.output.fbo), img)
+    target.release()
+
+
+def test_perturb_nonzero_changes_image_and_animates(pipe):
+    img = rgba(4)
+    pipe.frame.texture.write(img.tobytes())
+    outs = []
+    for t in (0.0, 0.5):
+        pipe.render(Fx(perturb=1.0, feedback=0.0, displace=0.05), t)
+        outs.append(read(pipe.output.fbo).astype(int))
+    assert np.abs(outs[0] - img).mean() > 1.0
+    assert np.abs(outs[0] - outs[1]).mean() > 0.5  # time moves the noise
+
+
+def test_ping_pong_keeps_previous_frame(pipe):
+    frames = [rgba(10), rgba(11), rgba(12)]
+    pipe.frame.texture.write(frames[0].tobytes())
+    pipe.render(Fx(feedback=0.0), 0.0)
+    first = pipe.previous
+    pipe.frame.texture.write(frames[1].tobytes())
+    pipe.render(Fx(feedback=0.0), 0.0)
+    assert pipe.previous is not first  # references swapped, not copied
+    # feedback = 1 keeps the previous output exactly, whatever the new frame is
+    pipe.frame.texture.write(frames[2].tobytes())
+    pipe.render(Fx(feedback=1.0), 0.0)
+    assert np.array_equal(read(pipe.output.fbo), frames[1])
+
+
+def copy_shaders(tmp_path: Path) -> Path:
+    d = tmp_path / "shaders"
+    shutil.copytree(shader_dir(), d)
+    return d
+
+
+def test_compile_error_names_file_and_line(gl, tmp_path):
+    d = copy_shaders(tmp_path)
+    src = (d / "blend.frag").read_text().splitlines()
+    line = next(i for i, s in enumerate(src) if "frag = mix" in s)
+    src.insert(line + 1, "    this is not glsl;")
+    (d / "blend.frag").write_text("\n".join(src) + "\n")
+    with pytest.raises(SetupError) as e:
+        ShaderProgram(gl, d / "fullscreen.vert", d / "blend.frag")
+    assert f"blend.frag:{line + 2}:" in str(e.value)
+
+
+def test_error_inside_include_points_at_included_file(gl, tmp_path):
+    d = copy_shaders(tmp_path)
+    common = (d / "common.glsl").read_text().splitlines()
+    common.insert(5, "float broken(")  # line 6
+    (d / "common.glsl").write_text("\n".join(common) + "\n")
+    with pytest.raises(SetupError) as e:
+        ShaderProgram(gl, d / "fullscreen.vert", d / "perturb.frag")
+    assert "common.glsl:" in str(e.value)
+    src = load_shader_source(d / "perturb.frag")
+    assert src.files[0].name == "perturb.frag" and src.files[1].name == "common.glsl"
+
+
+def test_hot_reload_swaps_good_and_keeps_last_good_on_error(gl, tmp_path):
+    d = copy_shaders(tmp_path)
+    p = Pipeline(gl, W, H, shaders=d)
+    img = rgba(5)
+    p.frame.texture.write(img.tobytes())
+    blend = d / "blend.frag"
+    original = blend.read_text()
+
+    def touch_and_reload(text: str) -> None:
+        blend.write_text(text)
+        st = blend.stat()
+        os.utime(blend, (st.st_atime, st.st_mtime + 2))  # mtime resolution can be coarse
+        p.programs["blend"]._next_check = 0.0
+        p.reload_changed()
+
+    # A good edit: output inverted.
+    touch_and_reload(original.replace("frag = mix(", "frag = vec4(1.0) - mix(").replace("alpha);", "alpha); frag.a = 1.0;"))
+    assert p.programs["blend"].reloads == 1
+    p.render(Fx(feedback=0.0), 0.0)
+    assert np.array_equal(read(p.output.fbo)[..., :3], 255 - img[..., :3])
+    # A broken edit: the inverted program stays, the error is reported with file:line.
+    touch_and_reload(original.replace("uniform float alpha;", "uniform float alpha"))
+    assert p.programs["blend"].reloads == 1
+    assert "blend.frag:" in (p.shader_errors().get("blend") or "")
+    p.render(Fx(feedback=0.0), 0.0)
+    assert np.array_equal(read(p.output.fbo)[..., :3], 255 - img[..., :3])
+    p.release()
+
+
+def test_readback_is_one_frame_late_and_flushes(gl, pipe):
+    rb = Readback(gl, W, H)
+    a, b = rgba(20), rgba(21)
+    pipe.frame.texture.write(a.tobytes())
+    pipe.render(Fx(feedback=0.0), 0.0)
+    assert rb.submit(pipe.output.fbo, 0) is None
+    pipe.frame.texture.write(b.tobytes())
+    pipe.render(Fx(feedback=0.0), 0.0)
+    index, pixels = rb.submit(pipe.output.fbo, 1)
+    assert index == 0 and np.array_equal(pixels, a)
+    rest = rb.flush()
+    assert [i for i, _ in rest] == [1] and np.array_equal(rest[0][1], b)
+    assert rb.flush() == []
+    rb.release()
+
+
+def test_shader_dir_has_every_stage():
+    d = shader_dir()
+    for name in ("fullscreen.vert", "perturb.frag", "blend.frag", "present.frag", "common.glsl"):
+        assert (d / name).is_file()

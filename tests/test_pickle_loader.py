@@ -1,0 +1,281 @@
+"""Loading StyleGAN network files without running code from them.
+
+Official-layout NVlabs pickles are written by tests/sg_fixtures.py (fake torch_utils/dnnlib modules exist only
+while pickling), then loaded through engine.generators.pickle_loader in a process with no NVlabs modules, and the
+loaded network must reproduce the original's output (< 1e-4, float32, CPU). Hostile pickles must be refused
+before anything runs. rosinality checkpoints must convert to the same function."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+import sys
+
+import pytest
+import torch
+
+import sg_fixtures as fx
+from engine.errors import UsageError
+from engine.generators import pickle_loader as pl
+from engine.generators import stylegan2 as s2
+from engine.generators import stylegan3 as s3
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+TINY = dict(z_dim=32, w_dim=32, channel_base=512, channel_max=16)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path / "user-cache"))
+
+
+def _sg3(cfg: str, seed: int) -> s3.Generator:
+    torch.manual_seed(seed)
+    with fx.recording_init_kwargs(s3):
+        G = s3.Generator(**s3.config_kwargs(cfg, 64, **TINY)).eval()
+    fx.randomize_(G, seed)
+    with torch.no_grad():  # trained networks have non-trivial magnitude EMAs and users rotate/translate
+        for i, name in enumerate(G.synthesis.layer_names):
+            getattr(G.synthesis, name).magnitude_ema.fill_(0.3 + 0.1 * i)
+    s3.set_input_transform(G, 0.1, -0.05, 20.0)
+    return G
+
+
+def _sg2(seed: int) -> s2.Generator:
+    torch.manual_seed(seed)
+    with fx.recording_init_kwargs(s2):
+        G = s2.Generator(**s2.config_f_kwargs(64, **TINY)).eval()
+    return fx.randomize_(G, seed)
+
+
+def _perturbed_copy(G):
+    """The non-EMA 'G' of a snapshot: same architecture, different weights (the loader must take G_ema)."""
+    import copy
+
+    H = copy.deepcopy(G)
+    with torch.no_grad():
+        for p in H.parameters():
+            p.add_(0.5)
+    return H
+
+
+def _out(G, z, **kw):
+    with torch.no_grad():
+        return G(z, None, **kw)
+
+
+@pytest.mark.parametrize("cfg", ["t", "r"])
+def test_official_stylegan3_pickle_loads_and_matches(tmp_path, cfg):
+    G = _sg3(cfg, seed=1)
+    marker = tmp_path / "module_src_was_executed"
+    # If the loader exec()d module_src (as NVlabs' does), this file would appear.
+    src = fx.SG3_SRC_HEAD + f"open({str(marker)!r}, 'w').close()\n"
+    pkl = fx.official_pickle(tmp_path / "network-snapshot.pkl", G, G=_perturbed_copy(G), module_src=src)
+    assert not any(m in sys.modules for m in ("torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util"))
+
+    net = pl.load_network(pkl)
+
+    assert not marker.exists()
+    assert not any(m in sys.modules for m in ("torch_utils", "dnnlib"))  # nothing NVlabs got imported
+    assert isinstance(net, s3.Generator) and net.engine_family == "stylegan3"
+    assert net.synthesis.layer_names == G.synthesis.layer_names
+    assert torch.equal(net.synthesis.input.transform, G.synthesis.input.transform)
+    z = torch.randn(2, 32, generator=torch.Generator().manual_seed(7))
+    ref = _out(G, z)
+    diff = (_out(net, z) - ref).abs().max().item()
+    assert diff < 1e-4, diff
+    assert ref.abs().max() > 0.05  # a real image, not a degenerate zero output
+
+
+def test_official_stylegan2_pickle_loads_and_matches(tmp_path):
+    G = _sg2(seed=2)
+    pkl = fx.official_pickle(tmp_path / "sg2.pkl", G, G=_perturbed_copy(G), module_src=fx.SG2_SRC_HEAD)
+    net = pl.load_network(pkl)
+    assert isinstance(net, s2.Generator) and net.engine_family == "stylegan2"
+    z = torch.randn(2, 32, generator=torch.Generator().manual_seed(8))
+    ref = _out(G, z, noise_mode="const")
+    diff = (_out(net, z, noise_mode="const") - ref).abs().max().item()
+    assert diff < 1e-4, diff
+    assert net.init_kwargs["channel_base"] == 512 and net.init_kwargs["mapping_kwargs"]["num_layers"] == 8
+
+
+def test_stylegan2_ada_style_init_kwargs_are_flattened(tmp_path):
+    """StyleGAN2-ADA's Generator took synthesis_kwargs={...} explicitly; its pickles record it that way."""
+    G = _sg2(seed=3)
+    kw = dict(G._init_kwargs)
+    synth = {k: kw.pop(k) for k in ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture")}
+    G._init_kwargs = {**kw, "synthesis_kwargs": synth}
+    net = pl.load_network(fx.official_pickle(tmp_path / "ada.pkl", G))
+    z = torch.randn(1, 32)
+    assert (_out(net, z, noise_mode="const") - _out(G, z, noise_mode="const")).abs().max() < 1e-4
+
+
+def test_second_load_uses_the_sha_keyed_cache(tmp_path):
+    G = _sg3("t", seed=4)
+    pkl = fx.official_pickle(tmp_path / "net.pkl", G)
+    first = pl.load_network(pkl)
+    sha = pl.file_sha256(pkl)
+    cache = tmp_path / f"net.{sha[:12]}.safetensors"
+    assert first.engine_source.startswith("nvlabs-pkl:") and cache.is_file()
+    with safe_open(str(cache), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "engine.stylegan3" and meta["source_sha256"] == sha
+
+    # Prove the cache is what gets read: change a tensor in it and see the change in the next load.
+    tensors = load_file(str(cache))
+    tensors["mapping.w_avg"] = torch.full_like(tensors["mapping.w_avg"], 0.125)
+    save_file(tensors, str(cache), metadata=meta)
+    second = pl.load_network(pkl)
+    assert second.engine_source == f"cache:{cache}"
+    assert torch.all(second.mapping.w_avg == 0.125)
+    z = torch.randn(1, 32)
+    assert (_out(second, z) - _out(G, z)).abs().max() < 1e-4  # w_avg only matters under truncation
+
+
+def test_cache_falls_back_to_user_cache_when_beside_is_unwritable(tmp_path):
+    G = _sg3("t", seed=5)
+    pkl = fx.official_pickle(tmp_path / "net.pkl", G)
+    sha = pl.file_sha256(pkl)
+    (tmp_path / f"net.{sha[:12]}.safetensors").mkdir()  # squat the name: writing there fails (root ignores chmod)
+    pl.load_network(pkl)
+    user_cache = tmp_path / "user-cache" / f"net.{sha[:12]}.safetensors"
+    assert user_cache.is_file()
+    assert pl.load_network(pkl).engine_source == f"cache:{user_cache}"
+
+
+class _Reduce:
+    """Pickles as a call of `fn(*args)`; used to write hostile pickles."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def test_pickle_calling_os_system_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pkl"
+    bad.write_bytes(pickle.dumps({"G_ema": _Reduce(os.system, f"touch {marker}")}))
+    with pytest.raises(UsageError, match=r"`posix\.system`") as e:
+        pl.load_network(bad)
+    assert "\n" not in str(e.value)
+    assert not marker.exists()
+
+
+def test_hostile_global_inside_a_network_state_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    G = _sg3("t", seed=6)
+    payload = _Reduce(eval, f"open({str(marker)!r}, 'w')")
+    pkl = fx.official_pickle(tmp_path / "net.pkl", G, extra_state={"sneaky": payload})
+    with pytest.raises(UsageError, match=r"`builtins\.eval`"):
+        pl.load_network(pkl)
+    assert not marker.exists()
+    assert not list(tmp_path.glob("net.*.safetensors"))  # nothing cached from a refused file
+
+
+def test_hostile_tensor_storage_blob_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    blob = pickle.dumps(_Reduce(os.system, f"touch {marker}"))  # what torch.load would unpickle
+    bad = tmp_path / "evil.pkl"
+    bad.write_bytes(pickle.dumps({"G_ema": _Reduce(torch.storage._load_from_bytes, blob)}))
+    with pytest.raises(UsageError, match="weights_only"):
+        pl.load_network(bad)
+    assert not marker.exists()
+
+
+def test_tensorflow_pickle_gets_a_conversion_hint(tmp_path):
+    bad = tmp_path / "tf.pkl"
+    bad.write_bytes(b"cdnnlib.tflib.network\nNetwork\n.")  # GLOBAL opcode naming the TF network class
+    with pytest.raises(UsageError, match="legacy.py"):
+        pl.load_network(bad)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"channel_max": 8}, r"do not match .* missing synthesis\.L0_36_8\.weight"),  # names carry the widths
+    ({"z_dim": 16}, r"mapping\.fc0\.weight has shape \(32, 32\), .* expects \(32, 16\)"),
+])
+def test_settings_that_do_not_fit_the_tensors_give_a_clear_error(tmp_path, change, message):
+    G = _sg3("t", seed=7)
+    G._init_kwargs = {**G._init_kwargs, **change}  # recorded settings disagree with the weights
+    with pytest.raises(UsageError, match=message) as e:
+        pl.load_network(fx.official_pickle(tmp_path / "net.pkl", G))
+    assert "\n" not in str(e.value)
+
+
+def test_unrelated_pickle_is_rejected(tmp_path):
+    p = tmp_path / "other.pkl"
+    p.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(UsageError, match="no generator"):
+        pl.load_network(p)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rosinality .pt
+# ---------------------------------------------------------------------------------------------------------------
+
+ROS_CHANNELS = {4: 16, 8: 16, 16: 16, 32: 16, 64: 8}
+
+
+def _rosinality(seed: int) -> fx.RosinalityGenerator:
+    torch.manual_seed(seed)
+    return fx.randomize_(fx.RosinalityGenerator(64, 32, 2, ROS_CHANNELS), seed).eval()
+
+
+def test_rosinality_checkpoint_converts_to_the_same_function(tmp_path):
+    R = _rosinality(9)
+    latent_avg = torch.randn(32)
+    ckpt = tmp_path / "ros.pt"
+    torch.save({"g_ema": R.state_dict(), "g": {}, "latent_avg": latent_avg, "args": argparse.Namespace(size=64)}, ckpt)
+    net = pl.load_network(ckpt)
+    assert isinstance(net, s2.Generator)
+    assert net.init_kwargs["channel_base"] == 512 and net.init_kwargs["channel_max"] == 16
+    assert torch.equal(net.mapping.w_avg, latent_avg)
+    z = torch.randn(2, 32, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        ref = R(z)  # rosinality with randomize_noise=False == NVlabs noise_mode='const'
+    diff = (_out(net, z, noise_mode="const") - ref).abs().max().item()
+    assert diff < 1e-4 * max(1.0, ref.abs().max().item()), diff
+    assert pl.load_network(ckpt).engine_source.startswith("cache:")
+
+
+def test_rosinality_bare_state_dict_estimates_w_avg(tmp_path):
+    R = _rosinality(11)
+    ckpt = tmp_path / "bare.pt"
+    torch.save(R.state_dict(), ckpt)
+    net = pl.load_network(ckpt, use_cache=False)
+    z = torch.from_numpy(__import__("numpy").random.RandomState(0).randn(4096, 32).astype("float32"))
+    with torch.no_grad():
+        expected = R.style(z).mean(0)
+    assert torch.allclose(net.mapping.w_avg, expected, atol=1e-4)
+
+
+def test_rosinality_nonstandard_blur_kernel_is_refused(tmp_path):
+    sd = _rosinality(12).state_dict()
+    sd["convs.0.conv.blur.kernel"] = torch.ones(4, 4)
+    ckpt = tmp_path / "odd.pt"
+    torch.save({"g_ema": sd}, ckpt)
+    with pytest.raises(UsageError, match=r"\[1,3,3,1\]"):
+        pl.load_network(ckpt)
+
+
+def test_pt_with_code_is_refused_by_weights_only(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pt"
+    buf = io.BytesIO()
+    torch.save({"g_ema": _Reduce(os.system, f"touch {marker}")}, buf)
+    bad.write_bytes(buf.getvalue())
+    with pytest.raises(UsageError, match="weights_only"):
+        pl.load_network(bad)
+    assert not marker.exists()
+
+
+def test_engine_safetensors_round_trip(tmp_path):
+    G = _sg3("r", seed=13)
+    path = pl.save_safetensors(G, tmp_path / "mine.safetensors", "stylegan3", G.init_kwargs)
+    net = pl.load_network(path)
+    z = torch.randn(1, 32)
+    assert (_out(net, z) - _out(G, z)).abs().max() < 1e-6
