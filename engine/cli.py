@@ -74,6 +74,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "clock": "auto",
     "stats_json": None,
     "set": [],
+    "source": None,
     "quiet": False,
 }
 
@@ -89,6 +90,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--psi", type=float, default=S, metavar="F", help="truncation psi (parameter latent.psi; default 1)")
     g.add_argument("--set", type=_assignment, action="append", default=S, metavar="GROUP.NAME=VALUE",
                    help="set any live parameter at start (repeatable), e.g. --set fx.feedback=0.3; `engine info --params` lists them")
+    g.add_argument("--source", default=S, metavar="SPEC",
+                   help="img2img input for diffusion (parameter source.mode, switchable live): feedback (default), camera[:INDEX|FILE], "
+                        "ndi[:NAME], image:PATH, noise")
     g.add_argument("--config", default=S, metavar="FILE.toml", help="TOML config: [run] options, [generator] options and parameter groups")
     d = p.add_argument_group("how long")
     d.add_argument("--frames", type=_positive_int, default=S, metavar="N", help="stop after N frames (default: run until Ctrl-C)")
@@ -157,7 +161,8 @@ def _configure_logging(verbose: int) -> None:
 
 
 def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """Merge defaults < config file < command line. Returns (RunOptions, initial parameter values)."""
+    """Merge defaults < config file < command line. Returns (RunOptions, initial parameter values, the merged
+    options as a namespace for the control layer)."""
     from engine.config import load_config
     from engine.loop import RunOptions
 
@@ -208,6 +213,10 @@ def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         values["latent.seed"] = merged["seed"]
     if merged["psi"] is not None:
         values["latent.psi"] = merged["psi"]
+    if merged["source"]:
+        from engine.sources import parse_source_spec
+
+        values.update(parse_source_spec(str(merged["source"])))
     for key, value in merged["set"] or []:
         values[key] = _parse_value(value)
     merged_ns = argparse.Namespace(**merged)
@@ -266,7 +275,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         up = summary.get("upload", {})
         sys.stderr.write(
             f"engine: {summary.get('frames', 0)} frames in {summary.get('seconds', 0):.1f} s, {fps:.1f} fps "
-            f"(median frame {fm:.1f} ms), upload {up.get('path')} ({up.get('host_copies_per_frame')} host copies/frame)\n"
+            f"(median frame {fm:.1f} ms), upload {up.get('path')} ({up.get('host_copies_per_frame')} host copies/frame), "
+            f"backend {summary.get('backend')}\n"
         )
     return 0
 

@@ -96,6 +96,9 @@ def _generator_info(spec: str, size: int | None) -> dict[str, Any]:
 def collect_info(generator: str | None = None, size: int | None = None) -> dict[str, Any]:
     from engine.sinks import availability
 
+    # A generator (diffusers pulls in Triton) must be built before the GL context: Triton's LLVM loaded after
+    # Mesa's llvmpipe crashes the process.
+    gen = _generator_info(generator, size) if generator else None
     gl = _gl_info()
     cuda = _cuda_info()
     data: dict[str, Any] = {
@@ -109,8 +112,8 @@ def collect_info(generator: str | None = None, size: int | None = None) -> dict[
         "interop": _interop_info(cuda, gl),
         "sinks": {k: {"available": ok, "reason": why} for k, (ok, why) in availability().items()},
     }
-    if generator:
-        data["generator"] = _generator_info(generator, size)
+    if gen is not None:
+        data["generator"] = gen
     return data
 
 

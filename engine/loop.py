@@ -311,6 +311,8 @@ class Engine:
         if self.stats is not None:
             self.stats.info["sink_stats"] = {s.label: s.stats() for s in self._opened_sinks}
             self.stats.info["controllers"] = {type(c).__name__: c.stats() for c in self._started_controllers}
+            if self.generator is not None:
+                self.stats.info["generator_stats"] = self.generator.stats()
             if self.pipeline is not None:
                 self.stats.info["shader_reloads"] = {n: p.reloads for n, p in self.pipeline.programs.items()}
         if self.sources is not None:

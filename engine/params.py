@@ -57,7 +57,7 @@ class Latent:
     noise_mode: str = param("const", "Per-layer noise inputs: const (stored noise, stable), random (new each frame), none.", choices=("const", "random", "none"))
     noise_strength: float = param(1.0, "Multiplier on every layer's learned noise strength.", lo=0.0, hi=100.0)
     motion: str = param("walk", "Latent motion: walk (smooth noise-driven walk around the seed), still.", choices=("walk", "still"))
-    speed: float = param(0.15, "Speed of the latent walk (cycles of the slowest noise component per second, roughly).", lo=0.0, hi=20.0)
+    speed: float = param(0.15, "Speed of the latent walk: a walk component of angular frequency 1 turns speed cycles per second; changing it mid-show does not jump.", lo=0.0, hi=20.0)
     amplitude: float = param(0.6, "How far the walk strays from the seed's z: z = sqrt(1-a^2) z_seed + a n(t), keeping z ~ N(0, I).", lo=0.0, hi=1.0)
     z: tuple[float, ...] = param((), "A raw z (z_dim floats) that replaces the seed's; empty = use the seed.", max_length=4096)
 
@@ -76,6 +76,9 @@ class Stylegan:
     blend_layers: str = param("synthesis", "What blend applies to: space/comma-separated groups or patterns (mapping, synthesis, b4, b16.conv0, b64.*, L3_*), each optionally with its own amount as GROUP=AMOUNT (e.g. 'b4=0 b8=0.5 b16=1.5'); later entries win.")
     blend_file: str = param("", "Second network for blending (a .pkl/.pt/.safetensors of the same architecture); loaded once when the path changes (a hitch of a few hundred ms on the render thread); empty = the generator option blend=PATH or none.")
     bend: str = param("", "Feature-map bending, ';'-separated: LAYER OP(ARGS) [CHANNELS], e.g. 'b32.conv1 rotate(30*t) [0-63]; b16.conv0 translate(0.1, 0); b64.conv1 erode(1) [25%]'. OPs: translate(dx,dy) (fractions of the map), rotate(deg), scale(s), erode(r), dilate(r), invert(), threshold(v), multiply(k), ablate(). CHANNELS: all (default), indices/ranges '0 3 8-15', or 'P%' (a fixed random P% of maps). ARGS are formulas of t.")
+    translate_x: float = param(0.0, "StyleGAN3 only: horizontal translation of the input Fourier features, in image widths (NVlabs gen_video convention). Ignored by StyleGAN2.")
+    translate_y: float = param(0.0, "StyleGAN3 only: vertical translation of the input, in image heights.")
+    rotate: float = param(0.0, "StyleGAN3 only: rotation of the input, in degrees.")
     w_file: str = param("", "A saved latent (.npz with 'w' as written by `engine project` / NVlabs projector, or .pt) used instead of the mapping network's ws; psi still pulls it towards w_avg. Loaded once per path; empty = off.")
 
 

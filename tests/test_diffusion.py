@@ -427,7 +427,7 @@ def test_engine_run_diffusion_feedback_to_file(tiny, tmp_path):
     av = pytest.importorskip("av")
     out = tmp_path / "out.mp4"
     stats = tmp_path / "stats.json"
-    cmd = [sys.executable, "-m", "engine", "run", "--generator", f"diffusion:{tiny}", "--set", "source.mode=feedback",
+    cmd = [sys.executable, "-m", "engine", "run", "--generator", f"diffusion:{tiny}", "--source", "feedback",
            "--set", "diffusion.seed_every=5", "--set", "fx.perturb=0.5", "--frames", "20", "--sink", f"file:{out}",
            "--device", "cpu", "--quiet", "--stats-json", str(stats)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

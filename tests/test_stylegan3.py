@@ -153,3 +153,24 @@ def test_translation_moves_fourier_features_by_whole_samples():
 def test_set_input_transform_rejects_stylegan2_like_modules():
     with pytest.raises(TypeError, match="StyleGAN3"):
         s3.set_input_transform(torch.nn.Linear(2, 2), 0.1, 0.0, 0.0)
+
+
+def test_translate_param_moves_a_stylegan3_stream_and_zero_restores_it():
+    """stylegan.translate_x/rotate reach synthesis.input.transform through the live parameter object."""
+    import torch
+
+    from engine.generators.base import FrameTime
+    from engine.generators.stylegan import StyleGANGenerator
+    from engine.params import ParamStore
+
+    net = tiny("t")
+    gen = StyleGANGenerator(net, size=None, device="cpu", source="test")
+    store = ParamStore()
+    store.update({"latent.motion": "still"})
+    when = FrameTime(0.0, 0)
+    base = gen(store.snapshot(), when).clone()
+    store.update({"stylegan.translate_x": 0.25, "stylegan.rotate": 10.0})
+    moved = gen(store.snapshot(), when).clone()
+    assert (moved - base).abs().mean() > 1e-3
+    store.update({"stylegan.translate_x": 0.0, "stylegan.rotate": 0.0})
+    assert torch.equal(gen(store.snapshot(), when), base)

@@ -51,5 +51,9 @@ class Generator(abc.ABC):
         """The nn.Modules a backend may compile or replace, by role name (e.g. {"synthesis": ...})."""
         return {}
 
+    def stats(self) -> dict[str, Any]:
+        """Counters for the run summary (e.g. frames skipped by a similarity filter)."""
+        return {}
+
     def close(self) -> None:
         pass

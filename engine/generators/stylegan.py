@@ -186,6 +186,7 @@ class StyleGANGenerator(Generator):
         self._edits_text = ""
         self._edits: list = []
         self._class_index = -1
+        self._transform = (0.0, 0.0, 0.0)  # StyleGAN3 input translate/rotate as last applied (the loaded buffer until changed)
         self._w_path = ""
         self._w_file: torch.Tensor | None = None
         if out != native:
@@ -382,6 +383,9 @@ class StyleGANGenerator(Generator):
             self._set_class(int(st.class_index))
         if st.w_file != self._w_path:
             self._set_w_file(st.w_file)
+        transform = (st.translate_x, st.translate_y, st.rotate)
+        if transform != self._transform:
+            self._set_transform(transform)
         self.layer_view.set(st.layer)
         self.bender.set(st.bend)
         self.bender.set_time(t)
@@ -408,6 +412,18 @@ class StyleGANGenerator(Generator):
         backend should run eagerly then: hooks are added and removed live, and the layer view stops the
         forward pass with an exception."""
         return self.layer_view.active or bool(self.bender.clauses)
+
+    def _set_transform(self, transform: tuple[float, float, float]) -> None:
+        """StyleGAN3 translate/rotate: rewrite synthesis.input.transform in place (a graph captured by a backend
+        reads the same buffer). Only when the values change: a 3x3 host->device write."""
+        self._transform = transform
+        if self.name != "stylegan3":
+            if any(transform):
+                self._warn_once("transform:sg2", "stylegan.translate_x/translate_y/rotate apply to StyleGAN3 networks only; ignored")
+            return
+        from engine.generators.stylegan3 import set_input_transform
+
+        set_input_transform(self.net, *transform)
 
     def _set_class(self, index: int) -> None:
         self._class_index = index

@@ -3,7 +3,7 @@
   file:out.mp4 | .mov | .mkv   H.264 (libx264 through PyAV, yuv420p, CRF 18), at the run's --fps
   file:frames/%05d.png         a lossless PNG sequence (printf-style frame number, starting at 0)
 
-Encoding runs on a worker thread (engine.sinks.worker): a live show drops frames if the encoder falls behind
+Encoding runs on a worker thread (engine.sinks._worker): a live show drops frames if the encoder falls behind
 (counted in the stats), an offline render waits so every frame is written.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.errors import SetupError, UsageError
 from engine.sinks.base import Sink
-from engine.sinks.worker import FrameWorker
+from engine.sinks._worker import FrameWorker
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv"}
 _SEQUENCE = re.compile(r"%0?\d*d")
@@ -70,16 +70,14 @@ class FileSink(Sink):
             self.stream.width, self.stream.height = width, height
             self.stream.pix_fmt = "yuv420p"
             self.stream.options = {"crf": "18", "preset": "veryfast"}
-        self.worker = FrameWorker(self.label, self._write, depth=8)
+        # drop="newest" in a live show: a recording that falls behind loses the frames it cannot take, in order.
+        self.worker = FrameWorker(self.label, self._write, depth=8, drop="newest")
 
     def send_pixels(self, pixels: np.ndarray, frame_index: int) -> None:
-        # Copy: the readback buffer is reused two frames later, while the worker may still be encoding.
-        if self.worker.put(pixels.copy(), block=not self.realtime):
-            self.frames_sent += 1
-        else:
-            self.frames_dropped += 1
+        # The worker copies into its own recycled buffers: the readback buffer is reused two frames later.
+        self.worker.submit(pixels, frame_index, block=not self.realtime)
 
-    def _write(self, pixels: np.ndarray) -> None:
+    def _write(self, pixels: np.ndarray, frame_index: int) -> None:
         if self.sequence:
             from PIL import Image
 
@@ -93,15 +91,13 @@ class FileSink(Sink):
         self.count += 1
 
     def stats(self):
-        out = super().stats()
+        out = self.worker.stats() if self.worker is not None else super().stats()
         out["written"] = self.count
-        if self.worker is not None and self.worker.error is not None:
-            out["error"] = str(self.worker.error)
         return out
 
     def close(self) -> None:
         if self.worker is not None:
-            self.worker.close()
+            self.worker.close(timeout=300.0)  # an offline render drains every queued frame
         if self.container is not None:
             try:
                 for packet in self.stream.encode():  # flush the encoder's delayed frames
