@@ -67,6 +67,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
+        # Other work on the machine skews CPU timings: record how busy it was.
+        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     try:

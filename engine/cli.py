@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--generator", metavar="SPEC", help="describe a generator (architecture, layers) without running it")
     info.add_argument("--size", type=_positive_int, metavar="N", help="size to build --generator at")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--markdown", action="store_true", help="with --params: the README's Markdown table")
 
     # `engine project` (engine.generators.project.cmd_project; torch is imported only when it runs).
     pr = sub.add_parser("project", help="find the StyleGAN latent (w or w+) that reproduces an image",
@@ -289,6 +290,10 @@ def cmd_info(ns: argparse.Namespace) -> int:
 
         if ns.json:
             print(json.dumps([_spec_json(s) for s in SPECS], indent=2))
+        elif ns.markdown:
+            from engine.info import params_markdown
+
+            print(params_markdown())
         else:
             print(format_params())
         return 0

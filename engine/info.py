@@ -158,3 +158,21 @@ def format_params() -> str:
         rows.append((s.address, s.kind, s.range_text(), repr(default) if isinstance(default, str) else str(default), s.doc))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
+
+
+def params_markdown() -> str:
+    """The README's parameter table (kept in sync by tests/test_docs.py): `engine info --params --markdown`."""
+    from engine.params import SPECS
+
+    lines = ["| OSC address | type | range | default | what it does |", "|---|---|---|---|---|"]
+    for s in SPECS:
+        if s.kind == "vector":
+            default = "empty"
+        elif s.kind == "str" or s.kind == "enum":
+            default = f"`{s.default!r}`" if s.default else "`''`"
+        else:
+            default = f"`{s.default}`"
+        doc = s.doc.replace("|", "\\|")
+        rng = s.range_text().replace("|", " \\| ")
+        lines.append(f"| `{s.address}` | {s.kind} | {rng} | {default} | {doc} |")
+    return "\n".join(lines)

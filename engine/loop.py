@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from engine.control import Controller
+from engine.devices import resolve_device
 from engine.errors import SetupError, UsageError
 from engine.generators import FrameTime, Generator, create_generator
 from engine.gl import GL, Pipeline, Readback
@@ -52,23 +53,6 @@ class RunOptions:
     quiet: bool = False
     upload: str = "auto"  # auto | staged | interop
     generator_options: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SetupError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SetupError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif dev.type != "cpu":
-        raise UsageError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
-    return dev
 
 
 class Engine:
@@ -122,7 +106,7 @@ class Engine:
         if any(s.needs_host for s in self.sinks):
             self.readback = Readback(self.gl, w, h)
         self.offline = all(s.kind in OFFLINE_SINKS for s in self.sinks)
-        clock = o.clock if o.clock != "auto" else ("frame" if self.offline else "wall")
+        clock = o.clock if o.clock != "auto" else ("frame" if self.offline and o.fps > 0 else "wall")
         if clock not in ("wall", "frame"):
             raise UsageError(f"unknown clock {o.clock!r}; use auto, wall or frame")
         if clock == "frame" and o.fps <= 0:

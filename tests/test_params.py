@@ -3,7 +3,6 @@ and the TOML config file."""
 
 from __future__ import annotations
 
-import math
 import threading
 
 import pytest

@@ -5,7 +5,8 @@ Control never touches GL. Anything slow runs on its own thread; the render threa
 non-blocking hooks below.
 
 Modules: osc (OscServer), telemetry (OscTelemetry), thermal (sources + ThermalSampler), mapping
-(MappingEngine: curves, smoothing, LFOs, hot reload), record (Recorder, Replayer), presets, ratelimit.
+(MappingEngine: curves, smoothing, LFOs, hot reload), governor (Governor: --target-fps), record (Recorder,
+Replayer), presets, ratelimit.
 `engine run` gets its flags from add_cli_arguments() and its controllers from build_controllers(), and calls
 each controller's hooks in list order. All parameter writes happen in before_frame on the render thread (OSC
 values wait in a latest-wins table until then), so a frame's snapshot is exactly what the recorder records.
@@ -58,6 +59,7 @@ CONTROL_DEFAULTS: dict[str, Any] = {
     "record": None,
     "replay": None,
     "preset_dir": None,
+    "target_fps": None,
 }
 
 
@@ -77,7 +79,7 @@ def add_cli_arguments(parser) -> None:
     g.add_argument("--osc-out-rate", type=float, default=S, metavar="HZ", help="telemetry rate (default 10)")
     g.add_argument("--thermal", default=S, metavar="SOURCE",
                    help="temperature input: auto (default: NVML, else Linux sysfs, else OSC), nvml[:GPU], sysfs[:ZONE|PATH], "
-                        "osc (/engine/input/temperature), synthetic[:sine|ramp|const,lo=..,hi=..,period=..|value=..]")
+                        "osc (/engine/input/temperature), synthetic[:sine|ramp|soak|const,lo=..,hi=..,period=..|tau=..|value=..]")
     g.add_argument("--map", default=S, metavar="FILE.toml",
                    help="mappings (temperature -> parameter, LFOs); reloaded when the file changes")
     g.add_argument("--record", default=S, metavar="FILE.jsonl",
@@ -85,6 +87,9 @@ def add_cli_arguments(parser) -> None:
     g.add_argument("--replay", default=S, metavar="FILE.jsonl", help="replay a --record file frame for frame")
     g.add_argument("--preset-dir", default=S, metavar="DIR",
                    help="folder of /engine/preset/save|load NAME (default ~/.config/engine/presets)")
+    g.add_argument("--target-fps", type=float, default=S, metavar="FPS",
+                   help="thermal governor: lower live cost (diffusion: steps, then the similarity filter) when the frame rate "
+                        "falls below FPS, raise it back when there is headroom (default: off; StyleGAN has no live cost knob)")
 
 
 def _options(args: Any) -> tuple[dict[str, Any], set[str]]:
@@ -110,8 +115,8 @@ def build_controllers(args: Any) -> list[Controller]:
     """The controllers for `engine run`, in the order the loop must call them:
 
         thermal sampler (latches this frame's sample) -> OSC server (applies accepted values)
-        -> replayer -> mapping engine (mapped values, LFOs) -> recorder (records the final diff)
-        -> telemetry (after_frame only)
+        -> replayer -> mapping engine (mapped values, LFOs) -> governor (--target-fps: caps cost)
+        -> recorder (records the final diff) -> telemetry (after_frame only)
 
     `args`: the argparse namespace (or a dict) with the flags of add_cli_arguments. Raises UsageError or
     SetupError with one line. Sockets are bound here, so a busy port fails before any model loads.
@@ -131,12 +136,14 @@ def build_controllers(args: Any) -> list[Controller]:
         raise UsageError("--replay restores what the recorded mappings produced; drop --map (or record a new show with it)")
     if o["replay"] and "thermal" in explicit:
         raise UsageError("--replay replays the recorded temperature; drop --thermal")
+    if o["replay"] and o["target_fps"] is not None:
+        raise UsageError("--replay restores the governor's recorded choices; drop --target-fps")
 
     made: list[Controller] = []
     try:
         from engine.control.thermal import OscTemperatureSource, ThermalSampler, create_source
 
-        replayer = thermal = osc = mapping = recorder = telemetry = None
+        replayer = thermal = osc = mapping = governor = recorder = telemetry = None
         if o["replay"]:
             from engine.control.record import Replayer
 
@@ -167,6 +174,14 @@ def build_controllers(args: Any) -> list[Controller]:
 
             mapping = MappingEngine(o["map"], feed=thermal)
             made.append(mapping)
+        if o["target_fps"] is not None:
+            from engine.control.governor import WATCHED, Governor
+
+            clash = sorted(set(WATCHED) & set(mapping.mapped_paths())) if mapping is not None else []
+            if clash:
+                raise UsageError(f"--map {o['map']} drives {', '.join(clash)}, which --target-fps adjusts too; drop one of them")
+            governor = Governor(o["target_fps"])
+            made.append(governor)
         if o["record"]:
             from engine.control.record import Recorder
 
@@ -189,7 +204,7 @@ def build_controllers(args: Any) -> list[Controller]:
                 osc.preset_view = mapping.preset_view
             if recorder is not None:
                 osc.on_applied = recorder.record_osc
-        return [c for c in (thermal, osc, replayer, mapping, recorder, telemetry) if c is not None]
+        return [c for c in (thermal, osc, replayer, mapping, governor, recorder, telemetry) if c is not None]
     except BaseException:
         for c in reversed(made):  # release sockets, NVML and files of the controllers already made
             try:

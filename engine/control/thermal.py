@@ -9,7 +9,8 @@ Sources, picked with `--thermal auto|nvml[:INDEX]|sysfs[:ZONE]|osc|synthetic[:SP
              any millidegree file (e.g. /sys/class/hwmon/hwmon3/temp1_input). Default: the first CPU-like zone.
   osc        the value last received on /engine/input/temperature (an external sensor, another machine).
   synthetic  a generated curve for rehearsals and tests: synthetic:sine,lo=40,hi=85,period=60 (default),
-             synthetic:ramp,lo=30,hi=90,period=120 (sawtooth), synthetic:const,value=70.
+             synthetic:ramp,lo=30,hi=90,period=120 (sawtooth), synthetic:const,value=70,
+             synthetic:soak,lo=35,hi=80,tau=60 (a GPU heat-soaking: rises from lo towards hi and levels off).
   auto       nvml, else sysfs, else osc (each refusal is logged once, with its reason).
 
 A `ThermalSampler` reads its source on its own thread at 10 Hz; the render loop never calls NVML or touches a
@@ -295,17 +296,21 @@ class SyntheticSource(Source):
         "sine": {"lo": 40.0, "hi": 85.0, "period": 60.0},
         "ramp": {"lo": 30.0, "hi": 90.0, "period": 120.0},
         "const": {"value": 70.0},
+        # First-order thermal model of a GPU put under constant load: T = hi - (hi - lo) exp(-t / tau).
+        "soak": {"lo": 35.0, "hi": 80.0, "tau": 60.0},
     }
 
     def __init__(self, spec: str = "", clock=time.monotonic):
         shape, _, rest = spec.partition(",")
         shape = shape.strip() or "sine"
         if shape not in self.SHAPES:
-            raise UsageError(f"--thermal synthetic:{spec}: unknown shape {shape!r}; use sine, ramp or const")
+            raise UsageError(f"--thermal synthetic:{spec}: unknown shape {shape!r}; use sine, ramp, soak or const")
         self.shape = shape
         self.opts = _parse_kv(rest, self.SHAPES[shape], f"synthetic:{shape}")
         if "period" in self.opts and self.opts["period"] <= 0:
             raise UsageError(f"--thermal synthetic:{spec}: period must be > 0")
+        if "tau" in self.opts and self.opts["tau"] <= 0:
+            raise UsageError(f"--thermal synthetic:{spec}: tau must be > 0")
         self._clock = clock
         self._t0 = clock()
 
@@ -316,6 +321,8 @@ class SyntheticSource(Source):
         o = self.opts
         if self.shape == "const":
             return o["value"]
+        if self.shape == "soak":
+            return o["hi"] - (o["hi"] - o["lo"]) * math.exp(-max(t, 0.0) / o["tau"])
         phase = (t / o["period"]) % 1.0
         if self.shape == "sine":  # starts at the middle, rising
             return o["lo"] + (o["hi"] - o["lo"]) * 0.5 * (1.0 + math.sin(2.0 * math.pi * phase))

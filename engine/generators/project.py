@@ -255,20 +255,6 @@ def project(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _device(spec: str) -> Any:
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        d = torch.device(spec)
-    except RuntimeError:
-        raise UsageError(f"--device {spec!r}: use auto, cpu or cuda[:N]") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {spec}: no CUDA device here; use --device cpu")
-    return d
-
-
 def cmd_project(ns: argparse.Namespace) -> int:
     from engine.generators import create_generator
 
@@ -277,7 +263,9 @@ def cmd_project(ns: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: write latents as .npz or .pt")
     if not ns.image.is_file():
         raise UsageError(f"image not found: {ns.image}")  # before the (slow) network load
-    device = _device(ns.device)
+    from engine.devices import resolve_device
+
+    device = resolve_device(ns.device)
     gen = create_generator(ns.generator, size=ns.size, device=device)
     if not hasattr(gen, "net") or not hasattr(gen, "finish"):
         raise UsageError(f"--generator {ns.generator}: projection needs a StyleGAN generator")

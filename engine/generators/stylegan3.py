@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.generators import stylegan2 as _sg2
 from engine.generators.stylegan2 import bias_act, upfirdn2d
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,13 +156,14 @@ def modulated_conv2d(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class FullyConnectedLayer(torch.nn.Module):
+class FullyConnectedLayer(_sg2.FullyConnectedLayer):
     """Equalized-lr linear layer (SG3 flavour: weight_init and per-output bias_init). Runtime weight =
-    weight * lr_multiplier / sqrt(in_features); runtime bias = bias * lr_multiplier."""
+    weight * lr_multiplier / sqrt(in_features); runtime bias = bias * lr_multiplier. Only the initialisation
+    differs from StyleGAN2's layer: forward is inherited."""
 
     def __init__(self, in_features, out_features, activation="linear", bias=True, lr_multiplier=1.0,
                  weight_init=1.0, bias_init=0.0, trainable=True):
-        super().__init__()
+        torch.nn.Module.__init__(self)  # not StyleGAN2's __init__: the initialisation is what differs
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
@@ -182,21 +184,6 @@ class FullyConnectedLayer(torch.nn.Module):
                 self.register_buffer("bias", bias_t)
             else:
                 self.bias = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_features) -> (N, out_features)."""
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features:d}, out_features={self.out_features:d}, activation={self.activation:s}"
 
 
 class MappingNetwork(torch.nn.Module):
