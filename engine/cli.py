@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed of the exploration noise")
     pr.add_argument("--out", type=Path, default=None, metavar="PATH", help="latent file to write, .npz or .pt (default IMAGE_STEM.w.npz beside the image)")
     pr.add_argument("--save-image", type=Path, default=None, metavar="PNG", help="also write the projected image")
+
+    # `engine bench` (engine.benchmark.cmd_bench; torch, matplotlib and tqdm are imported only when it runs).
+    from engine.benchmark import add_bench_arguments
+
+    be = sub.add_parser("bench", help="fps against GPU temperature through the real frame path; --compare seeds",
+                        description="Measure the frame path (generator, upload, shaders, sink) frame by frame with GPU "
+                                    "telemetry at 10 Hz; write frames.csv, telemetry.csv, summary.json and report.png.")
+    add_bench_arguments(be)
     return parser
 
 
@@ -332,6 +340,10 @@ def _extra_command(name: str):
         from engine.generators.project import cmd_project
 
         return cmd_project
+    if name == "bench":
+        from engine.benchmark import cmd_bench
+
+        return cmd_bench
     raise UsageError(f"unknown command {name!r}; see `engine --help`")
 
 

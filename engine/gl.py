@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,9 +59,13 @@ class GL:
 
     @classmethod
     def headless(cls, device_index: int | None = None) -> "GL":
-        kwargs: dict[str, Any] = {"standalone": True, "backend": "egl", "require": 330}
-        if device_index is not None:
-            kwargs["device_index"] = device_index
+        """An offscreen context: EGL on Linux (Mesa, or the NVIDIA GPU `device_index`), the platform's own
+        standalone context elsewhere (WGL on Windows, which Spout needs; CGL on macOS)."""
+        kwargs: dict[str, Any] = {"standalone": True, "require": 330}
+        if sys.platform.startswith("linux"):
+            kwargs["backend"] = "egl"
+            if device_index is not None:
+                kwargs["device_index"] = device_index
         try:
             ctx = moderngl.create_context(**kwargs)
         except Exception as e:
@@ -321,7 +326,7 @@ class Pipeline:
         self.perturbed = Target(gl, size, "f2")
         self.acc = [Target(gl, size, "f2", linear=True), Target(gl, size, "f2", linear=True)]
         self.output = Target(gl, size, "f1", linear=True)  # linear: the window scales it
-        self.source: Target | None = None
+        self.source: Target | None = None  # made by enable_feedback_source() for img2img generators
         self.cur = 0  # index of the most recent accumulator
         self.frames = 0
         for t in (self.frame, self.perturbed, self.output, *self.acc):
@@ -343,10 +348,15 @@ class Pipeline:
             aspect=self.width / self.height,
         )
 
-    def feedback_source(self, fx, t: float) -> moderngl.Texture:
-        """Seed 001's img2img input: the previous output, perturbed. Returns an RGBA8 texture."""
+    def enable_feedback_source(self) -> moderngl.Texture:
+        """Allocate the img2img feedback texture (at setup, so an interop uploader can register it then)."""
         if self.source is None:
             self.source = Target(self.gl, (self.width, self.height), "f1")
+        return self.source.texture
+
+    def feedback_source(self, fx, t: float) -> moderngl.Texture:
+        """Seed 001's img2img input: the previous output, perturbed. Returns an RGBA8 texture."""
+        self.enable_feedback_source()
         self.programs["perturb"].draw(self.source.fbo, {"src": self.previous}, **self._perturb_uniforms(fx, t))
         return self.source.texture
 

@@ -80,6 +80,11 @@ class Engine:
         windows = [s for s in self.sinks if s.kind == "window"]
         if len(windows) > 1:
             raise UsageError("only one --sink window per run")
+        # A sink this machine cannot serve fails now, before minutes of model loading or compiling.
+        for sink in self.sinks:
+            ok, reason = sink.availability()
+            if not ok:
+                raise SetupError(reason if reason.startswith(f"{sink.kind}:") else f"{sink.kind}: {reason}")
         self.device = resolve_device(o.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -95,6 +100,12 @@ class Engine:
         if windows:
             windows[0].create_window(w, h)
             self.gl = GL.from_current()
+        elif any(s.kind == "syphon" for s in self.sinks):
+            # Syphon publishes from an NSOpenGLContext; headless, we make one and render in it.
+            from engine.sinks.syphon import create_headless_context
+
+            self._ns_context = create_headless_context()
+            self.gl = GL.from_current()
         else:
             self.gl = GL.headless(self._egl_device_index())
         self.pipeline = Pipeline(self.gl, w, h)
@@ -102,6 +113,10 @@ class Engine:
         self.uploader, upload_reason = self._select_uploader()
         if upload_reason:
             log.warning("%s", upload_reason)
+
+        if g.wants_source:
+            # Register the feedback texture with the uploader now, not on the first feedback frame.
+            self.uploader.prepare(self.pipeline.enable_feedback_source(), "read")
 
         if any(s.needs_host for s in self.sinks):
             self.readback = Readback(self.gl, w, h)
