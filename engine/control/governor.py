@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from engine.control import Controller
+from engine.control.mapping import one_pole
 from engine.errors import UsageError
 from engine.generators.base import FrameTime
 from engine.params import ParamStore
@@ -222,8 +223,6 @@ class Governor(Controller):
         if self._ema_ms is None:
             self._ema_ms = ms
         else:
-            from engine.control.mapping import one_pole
-
             self._ema_ms = one_pole(self._ema_ms, ms, dt, self.smoothing)
         self.fps_s = 1000.0 / self._ema_ms
         if self.knob is None:
