@@ -149,18 +149,11 @@ def _compare_summary(s: dict[str, Any], seed: SeedRun, engine_temps: np.ndarray)
 
 
 def machine_description() -> dict[str, Any]:
-    """bench/common.py's machine_info() (host, CPU, torch, CUDA device, and through NVML the driver, clocks, power
-    limit): the same record every bench/ script keeps. It lives beside the package in a source checkout."""
-    import importlib.util
+    """engine.machine's record (host, CPU, torch, CUDA device, and through NVML the driver, clocks, power limit):
+    the same record every bench/ script keeps."""
+    from engine.machine import machine_info
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "common.py"
-    if not path.is_file():
-        return {"unavailable": f"{path} not found (engine installed without its source tree); machine details are not recorded"}
-    spec = importlib.util.spec_from_file_location("_engine_bench_common", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.machine_info()
+    return machine_info()
 
 
 # ----------------------------------------------------------------------------------------------------------------
