@@ -21,13 +21,7 @@ from engine.cli import main
 TINY_SG = "[generator]\nchannel_base = 1024\nchannel_max = 32\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks on a shared 2-core machine: one intra-op thread is faster and steadier than two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

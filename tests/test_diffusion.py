@@ -26,14 +26,7 @@ diffusers = pytest.importorskip("diffusers")
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks are all overhead: on a shared 2-core machine two intra-op threads wait on each other (measured
-    # here: the tiny UNet 38 ms with 1 thread, 1.6 s with 2 while other jobs ran).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,7 @@ from engine.generators.base import FrameTime
 from engine.params import ParamStore
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_ladder_starts_at_the_show_settings_and_ends_at_the_cheapest():

@@ -254,7 +254,7 @@ class StyleGANGenerator(Generator):
 
     def _load_blend(self, spec: str | Path) -> Blend:
         text = str(spec)
-        if text.startswith("stylegan2:") and isinstance(self.net, sg2.Generator):
+        if text.startswith("stylegan2:") and type(self.net) is sg2.Generator:
             seed = _positive_int(text.partition(":")[2], "blend init seed", allow_zero=True)
             k = self.net.init_kwargs
             other = build_default_network(self.native_resolution, channel_base=k["channel_base"], channel_max=k["channel_max"],
@@ -460,7 +460,7 @@ class StyleGANGenerator(Generator):
         syn = self.net.synthesis
         channels = getattr(syn, "channels_dict", None)
         arch = type(self.net).__module__ + "." + type(self.net).__name__
-        if isinstance(self.net, sg2.Generator):
+        if type(self.net) is sg2.Generator:  # not isinstance: StyleGAN3's Generator subclasses it
             a = self.net.init_kwargs.get("architecture", "skip")
             arch = f"StyleGAN2 ({a}), {self.net.mapping.num_layers}-layer mapping"
         elif self.name == "stylegan3":

@@ -716,6 +716,10 @@ class SynthesisNetwork(torch.nn.Module):
 class Generator(torch.nn.Module):
     """z (N, z_dim), c (N, c_dim) -> img (N, img_channels, img_resolution, img_resolution), nominally [-1, 1]."""
 
+    # StyleGAN3's Generator is this one with its own mapping and synthesis networks.
+    mapping_class: type[torch.nn.Module] = MappingNetwork
+    synthesis_class: type[torch.nn.Module] = SynthesisNetwork
+
     def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, **synthesis_kwargs):  # noqa: B006 (NVlabs signature)
         super().__init__()
         self.z_dim = z_dim
@@ -726,9 +730,10 @@ class Generator(torch.nn.Module):
         # What the network was built with (NVlabs persistence keeps the same dict): Generator(**init_kwargs).
         self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
                                 img_channels=img_channels, mapping_kwargs=dict(mapping_kwargs), **synthesis_kwargs)
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs)
+        self.synthesis = self.synthesis_class(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                                              **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
+        self.mapping = self.mapping_class(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, noise_mode="const",
                 **synthesis_kwargs):

@@ -467,23 +467,12 @@ class SynthesisNetwork(torch.nn.Module):
                 f"num_fp16_res={self.num_fp16_res:d}")
 
 
-class Generator(torch.nn.Module):
-    """z (N, z_dim), c (N, c_dim) -> img (N, img_channels, img_resolution, img_resolution), nominally [-1, 1]."""
+class Generator(_sg2.Generator):
+    """z (N, z_dim), c (N, c_dim) -> img (N, img_channels, img_resolution, img_resolution), nominally [-1, 1].
+    StyleGAN2's Generator with StyleGAN3's mapping and synthesis networks (same init kwargs as NVlabs)."""
 
-    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, **synthesis_kwargs):  # noqa: B006 (NVlabs signature)
-        super().__init__()
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        # What the network was built with (NVlabs persistence keeps the same dict): Generator(**init_kwargs).
-        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                                img_channels=img_channels, mapping_kwargs=dict(mapping_kwargs), **synthesis_kwargs)
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
+    mapping_class = MappingNetwork
+    synthesis_class = SynthesisNetwork
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
