@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from engine.control import Controller
+from engine.control.ratelimit import LogLimiter
 from engine.devices import resolve_device
 from engine.errors import SetupError, UsageError
 from engine.generators import FrameTime, Generator, create_generator
@@ -73,6 +74,9 @@ class Engine:
         self._closed = False
         self._started_controllers: list[Controller] = []
         self._opened_sinks: list[Sink] = []
+        # The last parameter snapshot that rendered: named in the log when a later frame fails (what changed since).
+        self._last_good_snap = None
+        self._log_limited = LogLimiter(log, interval=2.0)
 
     # -- setup --------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -92,7 +96,12 @@ class Engine:
         self.generator = create_generator(o.generator, size=o.size, device=self.device, options=o.generator_options)
         from engine.backends import apply_backend
 
-        self.generator, backend_desc = apply_backend(self.generator, o.backend)
+        # The governor moves diffusion steps live: a compiled backend prepares every step count's shapes now.
+        from engine.control.governor import Governor
+
+        governed = any(isinstance(c, Governor) for c in self.controllers)
+        variants = self.generator.shape_variants(self.store.snapshot()) if governed else []
+        self.generator, backend_desc = apply_backend(self.generator, o.backend, variants=variants)
         g = self.generator
         w, h = g.width, g.height
 
@@ -184,6 +193,9 @@ class Engine:
                 raise SetupError("--upload interop needs a CUDA device")
             if self.device.type == "cuda":
                 reason = "upload: staged copy requested with --upload staged (frames cross host memory)"
+            else:
+                reason = (f"upload: staged copy, frames cross host memory: CUDA-GL interop needs a CUDA device and this "
+                          f"run is on {self.device}" + ("" if torch.cuda.is_available() else " (no CUDA device here)"))
             return StagedUpload(self.device), reason
         from engine.interop import select_uploader
 
@@ -243,13 +255,24 @@ class Engine:
         pipe.reload_changed()
 
         source = None
-        with stats.stage("generate", device=True):
-            if g.wants_source:
-                source = self._read_source(snap, when)
-            with torch.inference_mode():
-                image = g(snap, when, source)  # (1, 3, H, W) in [-1, 1] on g.device
-        with stats.stage("upload", device=True):
-            self.uploader.upload(image, pipe.frame.texture)
+        try:
+            with stats.stage("generate", device=True):
+                if g.wants_source:
+                    source = self._read_source(snap, when)
+                with torch.inference_mode():
+                    image = g(snap, when, source)  # (1, 3, H, W) in [-1, 1] on g.device
+        except Exception as e:
+            # The first frame fails loudly (a setup problem); in a running show a failing frame is data: the texture
+            # keeps the last good frame, the shaders and sinks go on, and the log says which parameters changed.
+            if self._last_good_snap is None:
+                raise
+            self._frame_failed(e, snap, when)
+            image = None
+        else:
+            self._last_good_snap = snap
+        if image is not None:
+            with stats.stage("upload", device=True):
+                self.uploader.upload(image, pipe.frame.texture)
         with stats.stage("shaders"):
             out = pipe.render(snap.fx, when.t, perturb_frame=not (g.wants_source and source is not None and self._source_mode(snap) == "feedback"))
         with stats.stage("sinks"):
@@ -265,6 +288,13 @@ class Engine:
             c.after_frame(when, frame_stats)
         if not self.opts.quiet:
             stats.maybe_print_status()
+
+    def _frame_failed(self, error: Exception, snap, when: FrameTime) -> None:
+        self.stats.counters["generator_errors"] += 1
+        changed = _changed_params(self._last_good_snap, snap)
+        hint = f"; changed since the last good frame: {', '.join(changed)}" if changed else ""
+        self._log_limited("generate", "frame %d: the generator failed (%s: %s); showing the last good frame%s",
+                     when.index, type(error).__name__, error, hint, level=logging.ERROR)
 
     def _source_mode(self, snap) -> str:
         src = getattr(snap, "source", None)
@@ -344,10 +374,22 @@ def run_engine(opts: RunOptions, store: ParamStore, controllers: list[Controller
     engine.install_signal_handlers()
     try:
         engine.setup()
-        summary = engine.run()
+        engine.run()
     finally:
         engine.close()
-    summary = engine.stats.summary() if engine.stats else {}
-    if opts.stats_json:
-        engine.stats.write_json(opts.stats_json)
-    return summary
+        # Written even when the run ends with an error: the frames so far are what a post-mortem needs.
+        if opts.stats_json and engine.stats is not None:
+            engine.stats.write_json(opts.stats_json)
+    return engine.stats.summary() if engine.stats else {}
+
+
+def _changed_params(before, after) -> list[str]:
+    """'group.name' of every parameter that differs between two snapshots (only on the error path)."""
+    import dataclasses
+
+    out = []
+    for g in dataclasses.fields(after):
+        a, b = getattr(before, g.name), getattr(after, g.name)
+        if a != b:
+            out += [f"{g.name}.{f.name}" for f in dataclasses.fields(b) if getattr(a, f.name) != getattr(b, f.name)]
+    return out

@@ -52,7 +52,7 @@ class Latent:
     """Where a StyleGAN-like generator is in its latent space, and how it moves."""
 
     seed: int = param(0, "Seed of the base latent: z = np.random.RandomState(seed).randn(1, z_dim) (NVlabs).", lo=0, hi=2**32 - 1)
-    psi: float = param(1.0, "Truncation psi: w = w_avg + psi * (w - w_avg). Any finite float (not clamped): 0 = the average image, >1 exaggerates.")
+    psi: float = param(1.0, "Truncation psi: w = w_avg + psi * (w - w_avg). Any float (not clamped to 0..1; within \u00b11e6): 0 = the average image, >1 exaggerates, <0 inverts.")
     truncation_cutoff: int = param(0, "Apply truncation to the first N ws only; 0 = all ws.", lo=0, hi=64)
     noise_mode: str = param("const", "Per-layer noise inputs: const (stored noise, stable), random (new each frame), none.", choices=("const", "random", "none"))
     noise_strength: float = param(1.0, "Multiplier on every layer's learned noise strength.", lo=0.0, hi=100.0)
@@ -150,6 +150,15 @@ class Params:
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str"}
 
+# "Not clamped" floats (psi, blend, translate, rotate) and vector elements still have to fit a float32 network:
+# psi = 1e39 overflows torch's float32 lerp and would stop the show. Beyond +-1e6 no image changes meaningfully.
+UNCLAMPED_LIMIT = 1e6
+
+
+def round_half_up(x: float) -> int:
+    """The one float -> int rounding of the control layer (OSC, config, mappings): 2.5 -> 3, -2.5 -> -2."""
+    return int(math.floor(x + 0.5))
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -179,6 +188,8 @@ class ParamSpec:
             return f"{self.length} floats" if self.length else f"up to {self.max_length} floats"
         if self.kind == "bool":
             return "0|1"
+        if self.kind == "float" and self.lo == -UNCLAMPED_LIMIT and self.hi == UNCLAMPED_LIMIT:
+            return "-1e6..1e6"
         if self.lo is None and self.hi is None:
             return "any" if self.kind != "str" else "text"
         lo = "-inf" if self.lo is None else _fmt(self.lo)
@@ -195,7 +206,7 @@ class ParamSpec:
         if kind == "int":
             x = _number(self, value)
             # Control surfaces (TouchDesigner, TouchOSC) send floats only: round them to the nearest int.
-            return int(self._check_range(int(round(x))))
+            return int(self._check_range(round_half_up(x)))
         if kind == "bool":
             if isinstance(value, str):
                 v = value.strip().lower()
@@ -236,7 +247,10 @@ class ParamSpec:
                 raise ParamError(f"{self.path}: expected {self.length} floats, got {n}")
             if self.max_length is not None and n > self.max_length:
                 raise ParamError(f"{self.path}: {n} floats is too many (max {self.max_length})")
-            return tuple(_number(self, v) for v in value)
+            out = tuple(_number(self, v) for v in value)
+            if any(abs(v) > UNCLAMPED_LIMIT for v in out):
+                raise ParamError(f"{self.path}: every value must lie within \u00b11e6 (got {_fmt(max(out, key=abs))})")
+            return out
         raise AssertionError(kind)
 
     def _check_range(self, x: float) -> float:
@@ -284,10 +298,14 @@ def _build_specs() -> tuple[ParamSpec, ...]:
                 kind = "vector"
             else:
                 raise TypeError(f"parameter {gfield.name}.{f.name}: unsupported type {t}")
+            lo, hi = meta.get("lo"), meta.get("hi")
+            if kind == "float":
+                lo = -UNCLAMPED_LIMIT if lo is None else lo
+                hi = UNCLAMPED_LIMIT if hi is None else hi
             specs.append(
                 ParamSpec(
                     group=gfield.name, name=f.name, kind=kind, default=f.default, doc=meta.get("doc", ""),
-                    lo=meta.get("lo"), hi=meta.get("hi"), choices=meta.get("choices"),
+                    lo=lo, hi=hi, choices=meta.get("choices"),
                     length=meta.get("length"), max_length=meta.get("max_length"),
                 )
             )

@@ -157,15 +157,49 @@ def test_hooks_inside_the_module_run_eagerly():
     assert runner.eager_calls == 1  # hook gone: back to the backend's path
 
 
-def test_numeric_knobs_make_a_signature_volatile_not_a_capture_storm():
+def test_numeric_knobs_make_a_call_structure_volatile():
     r = BackendRunner(TinyNet(), "mapping")
     a = torch.zeros(1, 8)
-    assert r._may_capture(call_key((a,), {"psi": 1.0, "mode": "const"}))
-    r._graphs[call_key((a,), {"psi": 1.0, "mode": "const"})] = None  # as if captured
-    assert not r._may_capture(call_key((a,), {"psi": 0.7, "mode": "const"}))
-    assert not r._may_capture(call_key((a,), {"psi": 0.6, "mode": "const"}))
+    k = call_key((a,), {"psi": 1.0, "mode": "const"})
+    assert not r._is_volatile(k) and not r._is_volatile(k)
+    assert r._is_volatile(call_key((a,), {"psi": 0.7, "mode": "const"}))
+    assert r._is_volatile(call_key((a,), {"psi": 0.6, "mode": "const"}))
+    assert r._is_volatile(k)  # the whole structure now: no flip-flopping between compiled and eager
     assert len(r.notes) == 1 and "numeric argument" in r.notes[0]
-    assert r._may_capture(call_key((a,), {"psi": 1.0, "mode": "random"}))  # a string is a real new signature
+    assert not r._is_volatile(call_key((a,), {"psi": 1.0, "mode": "random"}))  # a string is a real new signature
+
+
+class ScaledNet(TinyNet):
+    def forward(self, z: torch.Tensor, scale=1.0) -> torch.Tensor:
+        return super().forward(z) * scale
+
+
+@pytest.mark.slow
+def test_a_changing_float_knob_never_recompiles_in_the_loop():
+    """torch.compile(dynamic=False) specialises on Python floats: a psi fader would recompile per value (seconds
+    each). Volatile calls run eager instead; a knob passed as a 0-d tensor stays compiled with one graph."""
+    from torch._dynamo.utils import counters
+
+    net = ScaledNet()
+    z = torch.randn(1, 8)
+    r = BackendRunner(net, "synthesis", compile_mode="default")
+    counters.clear()
+    with torch.no_grad():
+        ref = net.__class__.forward(net, z, 0.5)
+        r(z, scale=1.0)
+        compiled_frames = counters["stats"]["unique_graphs"]
+        for v in (0.5, 0.51, 0.52, 0.53):
+            out = r(z, scale=v)
+        assert r.eager_calls == 4 and counters["stats"]["unique_graphs"] == compiled_frames
+        torch.testing.assert_close(r(z, scale=0.5), ref)
+
+        t = BackendRunner(ScaledNet(), "synthesis", compile_mode="default")
+        scale = torch.ones(())
+        for v in (1.0, 0.5, 0.25):
+            scale.fill_(v)
+            out = t(z, scale=scale)
+        assert t.eager_calls == 0 and not t.notes
+        torch.testing.assert_close(out, t._eager(z, scale))
 
 
 def test_call_key_separates_shapes_dtypes_and_values():
@@ -255,3 +289,24 @@ def test_capture_failure_falls_back_to_ungraphed():
     x = torch.ones(4, device="cuda")
     torch.testing.assert_close(w(x), x * 4)
     assert w.graph_count == 0 and "capture failed" in w.notes[0] and w.ungraphed_calls == 1
+
+
+@pytest.mark.slow
+def test_a_sealed_runner_runs_new_shapes_eager_instead_of_compiling_in_the_loop():
+    """After setup, a batch size never seen (diffusion steps moved live) must not compile or capture in the loop."""
+    from torch._dynamo.utils import counters
+
+    net = ScaledNet()
+    r = BackendRunner(net, "unet", compile_mode="default")
+    one, two = torch.randn(1, 8), torch.randn(2, 8)
+    with torch.no_grad():
+        r(one)  # setup: compiled for batch 1
+        r.sealed = True
+        counters.clear()
+        out = r(two)
+        r(two)
+        assert counters["stats"]["unique_graphs"] == 0, "nothing may compile after setup"
+        assert r.eager_calls == 2 and sum("first met after setup" in n for n in r.notes) == 1
+        torch.testing.assert_close(out, net.__class__.forward(net, two))
+        r(one)
+        assert r.eager_calls == 2  # the prepared shape still runs compiled

@@ -31,6 +31,10 @@ def test_every_param_has_doc_address_and_a_valid_default():
         ("latent.seed", "abc", "not a number"),
         ("latent.seed", [1, 2], "expected a number"),
         ("nope.nothing", 1, "unknown parameter"),
+        # Finite but beyond float32 use: psi = 1e39 once overflowed torch's lerp mid-show.
+        ("latent.psi", 1e39, "above the maximum 1e\\+06"),
+        ("stylegan.rotate", -1e7, "below the minimum"),
+        ("latent.z", [0.0] * 511 + [1e39], "within"),
     ],
 )
 def test_bad_values_are_rejected_with_a_clear_message(path, value, message):
@@ -49,6 +53,10 @@ def test_coercions_for_control_surfaces():
     assert store.set("latent.z", [0.5] * 512) == tuple([0.5] * 512)
     with pytest.raises(ParamError, match="index"):
         store.set("latent.noise_mode", 1.5)
+    # One rounding everywhere (OSC, config, mappings): halves go up, not to the even neighbour.
+    assert store.set("diffusion.steps", 2.5) == 3
+    assert store.set("diffusion.steps", 3.5) == 4
+    assert store.set("latent.psi", 250_000.0) == 250_000.0  # huge, but not clamped
 
 
 def test_update_is_all_or_nothing():
@@ -81,7 +89,7 @@ def test_snapshot_is_immutable_and_latest_value_wins_across_threads():
 
 def test_range_text_and_spec_lookup():
     assert spec_for("/engine/fx/feedback").range_text() == "0..1"
-    assert spec_for("latent.psi").range_text() == "any"
+    assert spec_for("latent.psi").range_text() == "-1e6..1e6"
     assert spec_for("latent.noise_mode").range_text() == "const|random|none"
 
 

@@ -103,6 +103,20 @@ def test_v4l2_without_loopback_device_gives_the_modprobe_line():
     assert str(e.value) == f"v4l2: {reason}"
 
 
+@pytest.mark.skipif(not IS_LINUX, reason="v4l2loopback is Linux only")
+def test_v4l2_opens_the_camera_in_a_format_pyvirtualcam_accepts():
+    """pyvirtualcam's v4l2loopback backend refuses RGBA ("Unsupported image format"), and it checks the format
+    before the device: on a device that does not exist, our options must get as far as the device check."""
+    pyvirtualcam = pytest.importorskip("pyvirtualcam")
+    from engine.sinks.v4l2 import camera_kwargs
+
+    missing = "/dev/video63"
+    assert missing not in loopback_devices()
+    with pytest.raises(RuntimeError) as e:
+        pyvirtualcam.Camera(W, H, 30.0, **camera_kwargs(missing))
+    assert "does not exist" in str(e.value) and "format" not in str(e.value)
+
+
 def test_v4l2_finds_loopback_devices_in_sysfs(tmp_path):
     # The layout v4l2loopback creates: one folder per device under devices/virtual/video4linux.
     for n in (12, 2, 10):

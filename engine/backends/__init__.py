@@ -28,13 +28,14 @@ def resolve_backend(name: str, device: torch.device) -> str:
 
 
 def apply_backend(generator, name: str = "auto", *, dtype="auto", channels_last: bool | None = None,
-                  compile_mode: str | None = None, cuda_graphs: bool | None = None):
+                  compile_mode: str | None = None, cuda_graphs: bool | None = None, variants=()):
     """Apply backend `name` to `generator` (in place: its modules are wrapped). Returns (generator, description),
     the description being one line for `engine info` / the stats (precision, graphs, check against eager).
 
     dtype: auto | fp32 | fp16 | bf16 (auto: generator.backend_dtypes if declared, else fp16 -> bf16 -> fp32 on
     CUDA, each checked against a float32 frame; fp32 on CPU). channels_last: None = where it helps.
     compile_mode / cuda_graphs: compile backend only (defaults: max-autotune-no-cudagraphs + graphs on CUDA).
+    variants: compile backend only: parameter snapshots whose shapes are prepared at setup (the governor's levels).
     Raises UsageError for an unknown name, SetupError when an explicitly requested backend cannot work.
     """
     resolved = resolve_backend(name, generator.device)
@@ -52,5 +53,5 @@ def apply_backend(generator, name: str = "auto", *, dtype="auto", channels_last:
         from engine.backends.compiled import apply_compiled
 
         gen, desc = apply_compiled(generator, dtype=dtype, channels_last=channels_last, compile_mode=compile_mode,
-                                   cuda_graphs=cuda_graphs, strict=name == "compile")
+                                   cuda_graphs=cuda_graphs, strict=name == "compile", variants=variants)
     return gen, (f"{desc} (auto)" if name == "auto" else desc)

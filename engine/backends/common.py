@@ -59,6 +59,13 @@ def call_key(args: tuple, kwargs: dict) -> Any:
         return None
 
 
+def _describe(key: Any) -> str:
+    """A call key for a log line: the tensor shapes, e.g. '(3, 4, 64, 64) float16'."""
+    leaves = tree_flatten(key)[0] if key is not None else []
+    shapes = [f"{tuple(x)}" for x in leaves if isinstance(x, torch.Size)]
+    return ", ".join(shapes) or "non-tensor arguments"
+
+
 def _structure(key: Any) -> Any:
     """The key with every number replaced by a marker: two keys with the same structure differ only in numeric
     arguments (live knobs such as psi or a truncation cutoff), not in shapes, dtypes, strings or flags."""
@@ -117,6 +124,11 @@ class BackendRunner:
         self._structures: dict[Any, Any] = {}  # structure -> the first key seen with it
         self._volatile: set[Any] = set()
         self.notes: list[str] = []  # why calls were not graphed (reported by apply_backend)
+        # After setup the runner is sealed: a call signature it has not seen runs eager instead of compiling and
+        # capturing in the hot loop (inductor with max-autotune takes minutes, a capture syncs the device).
+        self.sealed = False
+        self._seen: set[Any] = set()
+        self._eager_keys: set[Any] = set()
         self.replays = 0
         self.ungraphed_calls = 0
         self.eager_calls = 0
@@ -155,9 +167,28 @@ class BackendRunner:
         if self._hooked():
             self.eager_calls += 1
             return self._run(args, kwargs, self._eager)
+        if self._fn is self._eager and not self.cuda_graphs:
+            return self._run(args, kwargs)  # eager backend: nothing is specialised on argument values
+        key = call_key(args, kwargs)
+        if key is not None and self._is_volatile(key):
+            # A live number (psi from a fader, a mapped knob): compiled code (dynamic=False) would recompile for
+            # every new value and a graph would capture per value, seconds each, in the hot loop. Run it eager.
+            self.eager_calls += 1
+            return self._run(args, kwargs, self._eager)
+        if self.sealed and key not in self._seen:
+            self.eager_calls += 1
+            if len(self.notes) < 16:
+                self.notes.append(f"{self.role}: a call shape first met after setup runs eager: {_describe(key)}")
+                log.warning("%s", self.notes[-1])
+            self._seen.add(key)  # noted once; it stays eager (it is not in _graphs and never compiles)
+            self._eager_keys.add(key)
+            return self._run(args, kwargs, self._eager)
+        if key in self._eager_keys:
+            self.eager_calls += 1
+            return self._run(args, kwargs, self._eager)
+        self._seen.add(key)
         if not self.cuda_graphs:
             return self._run(args, kwargs)
-        key = call_key(args, kwargs)
         g = self._graphs.get(key) if key is not None else None
         if g is None:
             if key is None or not self._may_capture(key):
@@ -175,20 +206,25 @@ class BackendRunner:
         self.replays += 1
         return g.output
 
-    def _may_capture(self, key: Any) -> bool:
-        """Capture a graph for a new signature? Not when it was tried, only differs from a known one in a float
-        (a live knob: it would capture on every change), or the module has MAX_GRAPHS already."""
-        if key in self._graphs:
-            return False  # capture failed for it before
+    def _is_volatile(self, key: Any) -> bool:
+        """Does this call differ from an earlier one only in a number? Then that call structure is volatile from
+        now on: its calls run eager (the generator passes its live knobs as tensors so this stays rare)."""
         struct = _structure(key)
         if struct in self._volatile:
-            return False
+            return True
         first = self._structures.setdefault(struct, key)
-        if first != key:
-            self._volatile.add(struct)
-            self.notes.append(f"{self.role}: a numeric argument changes between calls; those calls run ungraphed "
-                              "(pass it as a tensor to graph them)")
+        if first == key:
             return False
+        self._volatile.add(struct)
+        self.notes.append(f"{self.role}: a numeric argument changes between calls; those calls run eager "
+                          "(pass it as a tensor to keep them compiled and graphed)")
+        log.warning("%s", self.notes[-1])
+        return True
+
+    def _may_capture(self, key: Any) -> bool:
+        """Capture a graph for a new signature? Not when it was tried before or the module has MAX_GRAPHS already."""
+        if key in self._graphs:
+            return False  # capture failed for it before
         if len(self._graphs) >= MAX_GRAPHS:
             self._graphs[key] = None
             self.notes.append(f"{self.role}: more than {MAX_GRAPHS} call signatures; new ones run ungraphed")
@@ -260,9 +296,9 @@ def runner_of(module: torch.nn.Module) -> BackendRunner | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def render_frame(generator) -> torch.Tensor:
-    """One frame at default parameters, t = 0, exactly as the loop calls it (inference mode); cloned to fp32 so a
-    graphed output buffer can be compared after later calls. Source generators get a mid-grey source."""
+def render_frame(generator, params=None) -> torch.Tensor:
+    """One frame at `params` (default: the defaults), t = 0, exactly as the loop calls it (inference mode); cloned
+    to fp32 so a graphed output buffer can be compared after later calls. Source generators get a mid-grey source."""
     from engine.generators.base import FrameTime
     from engine.params import Params
 
@@ -270,7 +306,7 @@ def render_frame(generator) -> torch.Tensor:
         source = None
         if generator.wants_source:
             source = torch.zeros((1, 3, generator.height, generator.width), device=generator.device)
-        out = generator(Params(), FrameTime(0.0, 0, 0.0), source)
+        out = generator(params if params is not None else Params(), FrameTime(0.0, 0, 0.0), source)
         return out.float().clone()
 
 

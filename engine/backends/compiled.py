@@ -32,9 +32,11 @@ CPU_COMPILE_MODE = "default"
 
 
 def apply_compiled(generator, *, dtype="auto", channels_last=None, compile_mode=None, cuda_graphs=None,
-                   strict: bool = True) -> tuple[object, str]:
+                   strict: bool = True, variants=()) -> tuple[object, str]:
     """Install compiled (and on CUDA graphed) wrappers for generator.modules(). strict: a compile failure raises
-    SetupError (--backend compile) instead of falling back to eager (--backend auto)."""
+    SetupError (--backend compile) instead of falling back to eager (--backend auto). variants: parameter snapshots
+    (Generator.shape_variants) whose call shapes are compiled and captured now too; after setup the runners are
+    sealed, and a shape first met in the loop runs eager instead of stalling the show to compile."""
     from engine.backends.eager import apply_eager
 
     cuda = generator.device.type == "cuda"
@@ -59,6 +61,10 @@ def apply_compiled(generator, *, dtype="auto", channels_last=None, compile_mode=
     try:
         render_frame(generator)  # compiles (and captures, on CUDA)
         ok, how = compare(render_frame(generator), ref)  # a second frame: graph replay
+        if ok:
+            for i, params in enumerate(variants):
+                log.info("compile: preparing shape variant %d/%d", i + 1, len(variants))
+                render_frame(generator, params)
     except Exception as e:
         ok, how = False, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         if strict:
@@ -73,6 +79,8 @@ def apply_compiled(generator, *, dtype="auto", channels_last=None, compile_mode=
         gen, desc = apply_eager(generator, dtype=dtype, channels_last=channels_last)
         return gen, f"{desc} (compile rejected: {how})"
 
+    for w in runners.values():
+        w.sealed = True
     dtype_name = str(prec.dtype).removeprefix("torch.")
     parts = [f"compile on {generator.device}: torch.compile inductor mode={mode}", dtype_name]
     if graphs:
@@ -80,6 +88,8 @@ def apply_compiled(generator, *, dtype="auto", channels_last=None, compile_mode=
         parts.append(f"CUDA graphs: {', '.join(graphed) if graphed else 'none'}")
     if channels_last:
         parts.append("channels_last")
+    if variants:
+        parts.append(f"{len(variants)} shape variants prepared")
     parts.append(f"setup {setup_s:.1f} s")
     parts.append(f"vs float32 eager: {how}")
     parts.extend(prec.notes)

@@ -53,7 +53,7 @@ from engine.control import Controller
 from engine.control.thermal import FIELDS
 from engine.errors import UsageError
 from engine.generators.base import FrameTime
-from engine.params import ParamError, ParamSpec, ParamStore, spec_for
+from engine.params import ParamError, ParamSpec, ParamStore, round_half_up, spec_for
 
 log = logging.getLogger("engine.control.mapping")
 
@@ -545,5 +545,5 @@ def _fit(spec: ParamSpec, v: float) -> float | int:
     if spec.hi is not None and v > spec.hi:
         v = spec.hi
     if spec.kind == "int":
-        return int(math.floor(v + 0.5))
+        return round_half_up(v)
     return float(v)

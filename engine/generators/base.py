@@ -51,6 +51,12 @@ class Generator(abc.ABC):
         """The nn.Modules a backend may compile or replace, by role name (e.g. {"synthesis": ...})."""
         return {}
 
+    def shape_variants(self, base: Params) -> list[Params]:
+        """Parameter snapshots that change the shapes the modules see (e.g. diffusion steps -> UNet batch), for a
+        compiled backend to prepare at setup when a live control (the governor) will move between them. Default:
+        none; shapes first met in the loop run eager rather than compile there."""
+        return []
+
     def stats(self) -> dict[str, Any]:
         """Counters for the run summary (e.g. frames skipped by a similarity filter)."""
         return {}

@@ -551,6 +551,14 @@ class DiffusionGenerator(Generator):
             mods["vae_decoder"] = self.vae.decoder
         return mods
 
+    def shape_variants(self, base: Params) -> list[Params]:
+        """The UNet's batch is the step count (denoising batch; +1 or x2 with cfg initialize/full): steps 1..4 at
+        the show's other settings, so a compiled backend has every shape the governor can reach."""
+        import dataclasses
+
+        return [dataclasses.replace(base, diffusion=dataclasses.replace(base.diffusion, steps=k, t_index_list=()))
+                for k in range(1, 5)]
+
     def latency_frames(self, snap: Params) -> int:
         """Frames by which the output lags the source: steps - 1 with the denoising batch, 0 without."""
         p = snap.diffusion

@@ -171,6 +171,10 @@ class StyleGANGenerator(Generator):
         # Per-frame buffers, allocated once.
         self._z = torch.zeros((1, self.z_dim), dtype=torch.float32, device=self.device)
         self._c = torch.zeros((1, self.c_dim), dtype=torch.float32, device=self.device)
+        # Live knobs go into the networks as 0-d tensors filled per frame: as Python floats they would be baked into
+        # compiled code and CUDA graphs, and every new fader value would recompile (see engine.backends.common).
+        self._psi = torch.ones((), dtype=torch.float32, device=self.device)
+        self._noise_strength = torch.ones((), dtype=torch.float32, device=self.device)
         self._seeds: OrderedDict[int, tuple[torch.Tensor, LatentWalk]] = OrderedDict()
         self._raw_key: tuple[float, ...] | None = None
         self._raw_z: torch.Tensor | None = None
@@ -343,15 +347,15 @@ class StyleGANGenerator(Generator):
                 ws[:, :cutoff] = self.net.mapping.w_avg.lerp(ws[:, :cutoff], psi)  # as NVlabs truncation
             return ws
         z = self.z_for(snap, when)
-        return self.net.mapping(z, self._c, truncation_psi=psi, truncation_cutoff=cutoff)
+        return self.net.mapping(z, self._c, truncation_psi=self._psi.fill_(psi), truncation_cutoff=cutoff)
 
     def synthesize(self, ws: torch.Tensor, snap: Params) -> torch.Tensor:
         """ws (1, num_ws, w_dim) -> the network's image (1, 3, R, R) float32 (before calibration and resize)."""
         lat = snap.latent
         kwargs: dict[str, Any] = {"noise_mode": lat.noise_mode}
         # Only our StyleGAN2 layers take the global noise multiplier (StyleGAN3 has no noise inputs).
-        if lat.noise_strength != 1.0 and isinstance(self.net.synthesis, sg2.SynthesisNetwork):
-            kwargs["noise_strength"] = float(lat.noise_strength)
+        if isinstance(self.net.synthesis, sg2.SynthesisNetwork):
+            kwargs["noise_strength"] = self._noise_strength.fill_(float(lat.noise_strength))
         return self.net.synthesis(ws, **kwargs)
 
     def finish(self, img: torch.Tensor) -> torch.Tensor:

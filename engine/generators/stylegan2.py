@@ -479,8 +479,10 @@ class MappingNetwork(torch.nn.Module):
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
 
-        # Truncation (exactly NVlabs): lerp towards w_avg on the first truncation_cutoff ws.
-        if truncation_psi != 1:
+        # Truncation (exactly NVlabs): lerp towards w_avg on the first truncation_cutoff ws. psi may be a 0-d tensor
+        # (the engine's, so a psi fader does not recompile compiled code): then always lerp, which at psi = 1 gives x
+        # exactly, instead of comparing on the host (a device sync).
+        if not (isinstance(truncation_psi, (int, float)) and truncation_psi == 1):
             assert self.w_avg_beta is not None
             if self.num_ws is None or truncation_cutoff is None:
                 x = self.w_avg.lerp(x, truncation_psi)

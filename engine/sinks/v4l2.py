@@ -7,8 +7,10 @@ Needs the v4l2loopback kernel module, which no CI machine or container here has:
 written but NOT verified; only its availability checks run here (see README "Sinks").
 
 Frames are host pixels (needs_host): the render thread copies them into a bounded queue and a worker thread
-writes them to the device (pyvirtualcam converts RGBA to the device's format with libyuv), so a slow or stalled
-consumer costs dropped frames, never render time. A device that goes away makes sends fail: they are counted
+writes them to the device, so a slow or stalled
+consumer costs dropped frames, never render time. pyvirtualcam's v4l2loopback backend takes RGB, BGR, GRAY, I420,
+NV12, YUYV or UYVY, not RGBA: the worker drops alpha into a buffer allocated at open, and pyvirtualcam converts
+RGB to the device's YUV format. A device that goes away makes sends fail: they are counted
 and logged, and the engine keeps running.
 """
 
@@ -43,6 +45,13 @@ def loopback_devices(sysfs: Path = SYSFS) -> list[str]:
         return []
     nums = sorted(int(d.name[5:]) for d in sysfs.iterdir() if d.name.startswith("video") and d.name[5:].isdigit())
     return [f"/dev/video{n}" for n in nums]
+
+
+def camera_kwargs(device: str | None) -> dict[str, Any]:
+    """pyvirtualcam.Camera options for a v4l2loopback device: RGB frames (the backend refuses RGBA)."""
+    import pyvirtualcam
+
+    return dict(fmt=pyvirtualcam.PixelFormat.RGB, device=device, backend="v4l2loopback")
 
 
 class V4L2Sink(Sink):
@@ -90,13 +99,11 @@ class V4L2Sink(Sink):
 
         self.width, self.height = int(width), int(height)
         try:
-            cam = pyvirtualcam.Camera(
-                self.width, self.height, float(fps), fmt=pyvirtualcam.PixelFormat.RGBA,
-                device=self.device, backend="v4l2loopback",
-            )
+            cam = pyvirtualcam.Camera(self.width, self.height, float(fps), **camera_kwargs(self.device))
         except Exception as e:
             raise SetupError(f"v4l2: could not open {self.device or 'a v4l2loopback device'}: {' '.join(str(e).split())}") from None
         self._cam = cam
+        self._rgb = np.empty((self.height, self.width, 3), dtype=np.uint8)  # worker thread only
         self.target = cam.device
         self._worker = FrameWorker(self.label, self._send, depth=self.QUEUE_DEPTH, drop="oldest")
         log.info("v4l2: virtual camera on %s, %dx%d @ %s fps", cam.device, self.width, self.height, fps)
@@ -109,7 +116,8 @@ class V4L2Sink(Sink):
         self.frames_sent, self.frames_dropped = self._worker.sent, self._worker.dropped
 
     def _send(self, pixels: np.ndarray, frame_index: int) -> None:
-        self._cam.send(pixels)  # (H, W, 4) RGBA, as PixelFormat.RGBA expects
+        np.copyto(self._rgb, pixels[..., :3])  # (H, W, 4) RGBA -> (H, W, 3) RGB
+        self._cam.send(self._rgb)
 
     def stats(self) -> dict[str, Any]:
         if self._worker is None:
