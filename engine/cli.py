@@ -86,7 +86,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="stylegan2 (built-in, no download), a StyleGAN network file (.pkl/.pt/.safetensors), or diffusion:MODEL (default: stylegan2)")
     g.add_argument("--size", type=_positive_int, default=S, metavar="N",
                    help="output size in pixels, square (default: the generator's own; 256 for the built-in stylegan2)")
-    g.add_argument("--seed", type=int, default=S, metavar="N", help="start seed (parameter latent.seed; default 0)")
+    g.add_argument("--seed", type=int, default=S, metavar="N", help="start seed: latent.seed for StyleGAN, diffusion.seed for diffusion (default 0)")
     g.add_argument("--psi", type=float, default=S, metavar="F", help="truncation psi (parameter latent.psi; default 1)")
     g.add_argument("--set", type=_assignment, action="append", default=S, metavar="GROUP.NAME=VALUE",
                    help="set any live parameter at start (repeatable), e.g. --set fx.feedback=0.3; `engine info --params` lists them")
@@ -219,7 +219,9 @@ def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
     values: dict[str, Any] = dict(cfg.params) if cfg else {}
     if merged["seed"] is not None:
-        values["latent.seed"] = merged["seed"]
+        # The generator's own seed: StyleGAN's latent or diffusion's fixed noise (both set: harmless, and a
+        # generator switched in a config file still gets the seed the command line asked for).
+        values["latent.seed"] = values["diffusion.seed"] = merged["seed"]
     if merged["psi"] is not None:
         values["latent.psi"] = merged["psi"]
     if merged["source"]:

@@ -149,6 +149,10 @@ class Engine:
             from engine.sources import SourceManager
 
             self.sources = SourceManager(w, h, self.device)
+            self.sources.open_at_setup(self.store.snapshot())
+        elif self.store.snapshot().source.mode != "feedback":
+            log.warning("source.mode %s is ignored: %s renders from its latent, only img2img generators "
+                        "(diffusion) take a source", self.store.snapshot().source.mode, g.name)
 
         self.stats = Stats(device_type=self.device.type)
         self.info = {

@@ -257,6 +257,7 @@ def test_denoise_batch_lag_and_steady_state(tiny):
     torch.testing.assert_close(out[1], out[2])  # steady state on a static source
     torch.testing.assert_close(out[3], out[2])  # b entered at frame 3, shows one frame later
     assert not torch.allclose(out[4], out[3])
+    assert batch.stats()["lag_frames"] == 1  # what the run's stats report
 
     seq = load(tiny)
     seq_snap = snap_with(steps=2, denoise_batch=False)
@@ -453,3 +454,24 @@ def test_frame_zero_starts_a_fresh_stream(tiny):
     for i in range(3):
         torch.testing.assert_close(used(snap, FrameTime(i / 30, i), None), fresh(snap, FrameTime(i / 30, i), None))
     assert set(used.modules()) == {"unet", "vae_encoder", "vae_decoder"}
+
+
+def test_a_start_source_that_cannot_open_fails_at_setup_with_one_line(tiny, tmp_path, capsys):
+    """A live switch to a bad source is logged and the show goes on; at setup it is an error (exit 2), or an
+    offline render would silently write the wrong video."""
+    from engine.cli import main
+
+    missing = tmp_path / "nope.png"
+    rc = main(["run", "--generator", f"diffusion:{tiny}", "--source", f"image:{missing}", "--frames", "2",
+               "--sink", "null", "--device", "cpu", "--osc-port", "0", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1] == f"engine: error: --source image:{missing}: file not found: {missing}"
+    assert not any("WARNING: source" in line for line in err)  # said once, as the error
+
+
+def test_seed_flag_seeds_the_diffusion_noise():
+    from engine.cli import build_parser, resolve_run_options
+
+    _, values, _ = resolve_run_options(build_parser().parse_args(["run", "--generator", "diffusion:x", "--seed", "9"]))
+    assert values["diffusion.seed"] == 9 and values["latent.seed"] == 9

@@ -406,6 +406,7 @@ class DiffusionGenerator(Generator):
         self.frames = 0
         self.frames_skipped = 0
         self.unet_calls = 0
+        self.lag_frames = 0  # the denoising batch's lag behind the source, as of the last frame
 
     # ------------------------------------------------------------------------------------------------------------
     @classmethod
@@ -431,7 +432,10 @@ class DiffusionGenerator(Generator):
         missing = [n for n in needed if not (folder / n / ("scheduler_config.json" if n == "scheduler" else "")).exists()]
         if not index or missing:
             what = ", ".join(f"{n}/" for n in missing) or "model_index.json"
-            raise UsageError(f"{folder} is not a complete diffusers model (missing {what}); fetch it again with: hf download {model}")
+            local = Path(os.path.expanduser(model)).exists()
+            fix = (f"save the whole pipeline there with diffusers' save_pretrained, or give a hub id from the local cache"
+                   if local else f"fetch it again with: hf download {model}")
+            raise UsageError(f"{folder} is not a complete diffusers model (missing {what}); {fix}")
 
         _check_import_order()
         import diffusers
@@ -536,7 +540,8 @@ class DiffusionGenerator(Generator):
         return d
 
     def stats(self) -> dict[str, Any]:
-        return {"frames": self.frames, "skipped": self.frames_skipped, "unet_calls": self.unet_calls, "text_encoder_calls": self.prompts.calls}
+        return {"frames": self.frames, "skipped": self.frames_skipped, "unet_calls": self.unet_calls,
+                "text_encoder_calls": self.prompts.calls, "lag_frames": self.lag_frames}
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """For engine.backends: the UNet and the VAE's encoder/decoder (what runs per frame; the VAE is called
@@ -746,6 +751,7 @@ class DiffusionGenerator(Generator):
 
             ts = plan_timesteps(p, self.num_train)
             k = len(ts)
+            self.lag_frames = k - 1 if (p.denoise_batch and k > 1) else 0
             coef = self._coefficients(ts)
             key = (k, txt)
             if key != self._state_key:

@@ -94,7 +94,7 @@ class SourceManager:
         self._open: dict[str, tuple[str, Source]] = {"feedback": ("", self.feedback)}
         self._failed: dict[str, tuple[str, str]] = {}  # mode -> (target, reason), so a bad target is said once
 
-    def open(self, mode: str, target: str = "") -> Source | None:
+    def open(self, mode: str, target: str = "", *, log_failure: bool = True) -> Source | None:
         """The source for (mode, target), opening it (and closing the previous target of that mode) if needed.
         Returns None when it cannot be opened; the reason is logged once per target and kept in `problems`."""
         current = self._open.get(mode)
@@ -111,7 +111,8 @@ class SourceManager:
         except EngineError as e:
             # Live switching must not end the show: a bad path sent over OSC is reported, not raised.
             self._failed[mode] = (target, str(e))
-            log.warning("source %s: %s", mode, e)
+            if log_failure:
+                log.warning("source %s: %s", mode, e)
             return None
         self._failed.pop(mode, None)
         self._open[mode] = (target, src)
@@ -124,6 +125,17 @@ class SourceManager:
             if src.error:
                 out[m] = src.error
         return out
+
+    def open_at_setup(self, snap: Params) -> None:
+        """Open the show's starting source now. Unlike a live switch (logged, the show goes on), a source that
+        cannot open at setup is an error: an offline render would otherwise write the wrong video."""
+        mode = snap.source.mode
+        if mode == "feedback":
+            return
+        target = _target(snap, mode)
+        if self.open(mode, target, log_failure=False) is None:
+            reason = self._failed[mode][1].removeprefix(f"{mode} source: ")
+            raise UsageError(f"--source {mode}{':' + target if target else ''}: {reason}")
 
     def read(self, mode: str, snap: Params, when: FrameTime | None = None) -> torch.Tensor | None:
         """(1, 3, H, W) float32 [-1, 1] on the device, or None (no frame yet, or the source failed: see problems)."""
