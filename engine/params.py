@@ -56,10 +56,13 @@ class Latent:
     truncation_cutoff: int = param(0, "Apply truncation to the first N ws only; 0 = all ws.", lo=0, hi=64)
     noise_mode: str = param("const", "Per-layer noise inputs: const (stored noise, stable), random (new each frame), none.", choices=("const", "random", "none"))
     noise_strength: float = param(1.0, "Multiplier on every layer's learned noise strength.", lo=0.0, hi=100.0)
-    motion: str = param("walk", "Latent motion: walk (smooth noise-driven walk around the seed), still.", choices=("walk", "still"))
+    motion: str = param("walk", "Latent motion: walk (smooth noise-driven walk around the seed), loop (through loop_seeds in loop_period seconds, back to the first), still.", choices=("walk", "still", "loop"))
     speed: float = param(0.15, "Speed of the latent walk: a walk component of angular frequency 1 turns speed cycles per second; changing it mid-show does not jump.", lo=0.0, hi=20.0)
     amplitude: float = param(0.6, "How far the walk strays from the seed's z: z = sqrt(1-a^2) z_seed + a n(t), keeping z ~ N(0, I).", lo=0.0, hi=1.0)
     z: tuple[float, ...] = param((), "A raw z (z_dim floats) that replaces the seed's; empty = use the seed.", max_length=4096)
+    loop_seeds: tuple[float, ...] = param((), "motion=loop: the seeds visited in order, e.g. 1,7,42 (whole numbers); empty = seed, seed+1, seed+2, seed+3.", max_length=64)
+    loop_interp: str = param("slerp", "motion=loop: how z moves between two seeds: slerp (along the great circle; keeps z's norm typical) or lerp (straight line).", choices=("slerp", "lerp"))
+    loop_period: float = param(0.0, "Perfect loop, in seconds. motion=loop: one pass through all loop_seeds (0 = 4 s per seed). motion=walk: the walk repeats exactly with this period (0 = never repeats; speed sets how much happens within a period).", lo=0.0, hi=86400.0)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class Stylegan:
     layer: str = param("", "Layer view: show this synthesis layer's feature maps instead of the image (a name listed by `engine info --generator`, e.g. b32.conv1, b64.torgb, L5_84_1024); empty = the image.")
     layer_channels: tuple[float, ...] = param((), "Layer view: feature-map indices shown as R,G,B (3 values) or grey (1 value), taken modulo the layer's channel count; empty = layer_mode.", max_length=3)
     layer_mode: str = param("pca", "Layer view when layer_channels is empty: pca (the layer's 3 principal components as RGB, fixed when the layer is chosen) or mean (mean of all maps, grey). Either is normalised per frame.", choices=("pca", "mean"))
-    edits: str = param("", "Layer edits, ';'-separated: PARAM *= EXPR or PARAM += EXPR, e.g. 'b16.conv0.weight *= 1 + 0.5*sin(t); b8.conv1.bias += 0.2'. PARAM is a parameter name (synthesis. may be left out; * ? wildcards allowed); EXPR is a safe formula of t (see README). Originals are kept: clearing restores them exactly.")
+    edits: str = param("", "Layer edits, ';'-separated: PARAM *= EXPR or PARAM += EXPR, e.g. 'b16.conv0.affine.weight *= 1 + 0.5*sin(t); b8.conv1.bias += 0.2' (a conv's own weight is demodulated: a uniform positive scale of it changes nothing). PARAM is a parameter name (synthesis. may be left out; * ? wildcards allowed); EXPR is a safe formula of t (see README). Originals are kept: clearing restores them exactly.")
     blend: float = param(0.0, "Network blending: weights = lerp(network, blend network, blend) on the parameters selected by blend_layers. Not clamped: <0 and >1 extrapolate. 0 = this network.")
     blend_layers: str = param("synthesis", "What blend applies to: space/comma-separated groups or patterns (mapping, synthesis, b4, b16.conv0, b64.*, L3_*), each optionally with its own amount as GROUP=AMOUNT (e.g. 'b4=0 b8=0.5 b16=1.5'); later entries win.")
     blend_file: str = param("", "Second network for blending (a .pkl/.pt/.safetensors of the same architecture); loaded once when the path changes (a hitch of a few hundred ms on the render thread); empty = the generator option blend=PATH or none.")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.generators.base import FrameTime
-from engine.generators.motion import LatentWalk, WalkClock, seed_to_z
+from engine.generators.motion import LatentWalk, WalkClock, interpolate, loop_position, seed_to_z
 from engine.params import Params, with_values
 
 Z = 512
@@ -116,3 +116,54 @@ def test_generator_walk_is_reproducible_from_t(gen):
     gen._clock.reset()
     assert torch.equal(gen(s, FrameTime(7.5, 0)), other(s, FrameTime(7.5, 0)))
     assert math.isfinite(gen(s, FrameTime(8.0, 1)).sum().item())
+
+
+# ---- seed loops and the perfect-loop walk ------------------------------------------------------------------------
+
+
+def test_loop_position_visits_every_keyframe_and_wraps():
+    assert loop_position(0.0, 3, 6.0) == (0, 1, 0.0)
+    assert loop_position(3.0, 3, 6.0) == (1, 2, 0.5)
+    i, j, f = loop_position(5.999, 3, 6.0)
+    assert (i, j) == (2, 0) and f > 0.99  # the last segment leads back to the first keyframe
+    assert loop_position(6.0, 3, 6.0) == (0, 1, 0.0)
+
+
+def test_slerp_and_lerp_against_their_formulas():
+    a = torch.as_tensor(seed_to_z(1, 16), dtype=torch.float32)
+    b = torch.as_tensor(seed_to_z(2, 16), dtype=torch.float32)
+    out = torch.empty_like(a)
+    torch.testing.assert_close(interpolate(a, b, 0.3, "lerp", out), a + 0.3 * (b - a))
+    na, nb = a / a.norm(), b / b.norm()
+    omega = math.acos(float((na * nb).sum()))
+    want = (math.sin(0.7 * omega) * a + math.sin(0.3 * omega) * b) / math.sin(omega)
+    torch.testing.assert_close(interpolate(a, b, 0.3, "slerp", out), want)
+    torch.testing.assert_close(interpolate(a, b, 0.0, "slerp", out), a)
+    torch.testing.assert_close(interpolate(a, a, 0.5, "slerp", out), a)  # parallel: no division by sin(0)
+
+
+def test_generator_seed_loop_hits_each_seed_and_closes(gen):
+    loop = _snap(motion="loop", loop_seeds=(5.0, 9.0, 13.0), loop_period=6.0)
+    still = {s: gen(_snap(seed=s, motion="still"), FrameTime(0.0, 0)).clone() for s in (5, 9, 13)}
+    # keyframes at t = 0, 2, 4 s are exactly the seeds' still images
+    for t, s in ((0.0, 5), (2.0, 9), (4.0, 13)):
+        torch.testing.assert_close(gen(loop, FrameTime(t, 0)), still[s], rtol=0, atol=1e-5)
+    # a perfect loop: t and t + period are the same frame; in between it moves
+    torch.testing.assert_close(gen(loop, FrameTime(7.3, 0)), gen(loop, FrameTime(1.3, 0)).clone(), rtol=0, atol=1e-6)
+    mid = gen(loop, FrameTime(1.0, 0))
+    assert (mid - still[5]).abs().mean() > 1e-3 and (mid - still[9]).abs().mean() > 1e-3
+
+
+def test_walk_with_a_loop_period_repeats_exactly(gen):
+    walk = LatentWalk(32, seed=4)
+    a = walk.periodic_noise(1.25, period=5.0, speed=0.8)
+    b = walk.periodic_noise(6.25, period=5.0, speed=0.8)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    assert not torch.allclose(a, walk.periodic_noise(2.5, period=5.0, speed=0.8))
+    gen._clock.reset()
+    s = _snap(seed=3, motion="walk", speed=0.5, amplitude=0.6, loop_period=4.0)
+    first = gen(s, FrameTime(0.5, 0)).clone()
+    later = gen(s, FrameTime(8.5, 1)).clone()
+    moved = gen(s, FrameTime(1.5, 2)).clone()
+    torch.testing.assert_close(first, later, rtol=0, atol=1e-5)
+    assert (moved - first).abs().mean() > 1e-3

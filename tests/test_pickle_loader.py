@@ -200,6 +200,8 @@ def test_tensorflow_pickle_gets_a_conversion_hint(tmp_path):
 @pytest.mark.parametrize("change,message", [
     ({"channel_max": 8}, r"do not match .* missing synthesis\.L0_36_8\.weight"),  # names carry the widths
     ({"z_dim": 16}, r"mapping\.fc0\.weight has shape \(32, 32\), .* expects \(32, 16\)"),
+    # checked before anything is allocated: this one would ask for terabytes
+    ({"channel_max": 2**20}, r"asks for channel_max=1048576, beyond any StyleGAN network"),
 ])
 def test_settings_that_do_not_fit_the_tensors_give_a_clear_error(tmp_path, change, message):
     G = _sg3("t", seed=7)
@@ -207,6 +209,14 @@ def test_settings_that_do_not_fit_the_tensors_give_a_clear_error(tmp_path, chang
     with pytest.raises(UsageError, match=message) as e:
         pl.load_network(fx.official_pickle(tmp_path / "net.pkl", G))
     assert "\n" not in str(e.value)
+
+
+def test_a_failed_build_names_the_reason_even_for_a_bare_assertion():
+    from engine.generators import stylegan2 as s2
+
+    kwargs = s2.config_f_kwargs(48, channel_base=256, channel_max=16)  # not a power of two: NVlabs asserts, no text
+    with pytest.raises(UsageError, match=r"cannot build a stylegan2 Generator from the file's settings \(AssertionError\)"):
+        pl.build_network("stylegan2", kwargs, {}, "net.pkl")
 
 
 def test_unrelated_pickle_is_rejected(tmp_path):

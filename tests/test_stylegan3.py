@@ -174,3 +174,30 @@ def test_translate_param_moves_a_stylegan3_stream_and_zero_restores_it():
     assert (moved - base).abs().mean() > 1e-3
     store.update({"stylegan.translate_x": 0.0, "stylegan.rotate": 0.0})
     assert torch.equal(gen(store.snapshot(), when), base)
+
+
+def test_blending_keeps_the_live_translation():
+    """Blending restores weights from kept originals every time its amount changes; the input transform is not a
+    weight but the live translate/rotate, and must survive it."""
+    from engine.generators.base import FrameTime
+    from engine.generators.blend import Blend
+    from engine.generators.stylegan import StyleGANGenerator
+    from engine.params import ParamStore
+
+    def make():
+        g = StyleGANGenerator(tiny("t"), size=None, device="cpu", source="test")
+        g.option_blend = Blend(g.net, tiny("t", seed=1), "test")
+        return g
+
+    when = FrameTime(0.0, 0)
+    a, store = make(), ParamStore()
+    store.update({"latent.motion": "still", "stylegan.blend": 0.5})
+    a(store.snapshot(), when)
+    store.update({"stylegan.translate_x": 0.25})
+    a(store.snapshot(), when)
+    store.update({"stylegan.blend": 0.6})  # only the amount changes
+    got = a(store.snapshot(), when).clone()
+
+    b, fresh = make(), ParamStore()
+    fresh.update({"latent.motion": "still", "stylegan.blend": 0.6, "stylegan.translate_x": 0.25})
+    torch.testing.assert_close(got, b(fresh.snapshot(), when), rtol=0, atol=1e-6)

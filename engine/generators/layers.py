@@ -232,12 +232,15 @@ def check_edits(text: str, net: torch.nn.Module) -> list[Edit]:
 
 
 def _float_tensors(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters and floating-point buffers by full name (mapping.fc0.weight, synthesis.b8.conv0.noise_const...)."""
+    """Parameters and floating-point buffers by full name (mapping.fc0.weight, synthesis.b8.conv0.noise_const...).
+    Left out: fixed resampling filters, and StyleGAN3's synthesis.input.transform, which is not a weight but the
+    live user transform (stylegan.translate_x/y, rotate): blending or restoring it from a kept original would undo
+    the translation the show set."""
     out: dict[str, torch.Tensor] = {}
     for n, p in net.named_parameters():
         out[n] = p
     for n, b in net.named_buffers():
-        if b.is_floating_point() and not n.endswith("resample_filter"):
+        if b.is_floating_point() and not n.endswith(("resample_filter", "input.transform")):
             out[n] = b
     return out
 

@@ -64,6 +64,17 @@ class LatentWalk:
     def noise(self, tau: float, out: torch.Tensor | None = None) -> torch.Tensor:
         """n(tau): (1, z_dim), unit variance per dimension. Writes into `out` when given (any float dtype)."""
         torch.mul(self.freq, float(tau), out=self._arg)
+        return self._finish(out)
+
+    def periodic_noise(self, t: float, period: float, speed: float, out: torch.Tensor | None = None) -> torch.Tensor:
+        """n(t) repeating exactly every `period` seconds: each feature's frequency (speed * f, cycles per second)
+        rounded to a whole number of cycles per period. Same statistics as noise(); a perfect loop for a render."""
+        cycles = float(speed) * float(period) / (2 * math.pi)  # f * cycles = whole cycles per period, after rounding
+        torch.mul(self.freq, cycles, out=self._arg)
+        self._arg.round_().mul_(2 * math.pi * (float(t) % float(period)) / float(period))
+        return self._finish(out)
+
+    def _finish(self, out: torch.Tensor | None) -> torch.Tensor:
         self._arg.add_(self.phase).cos_()
         torch.sum(self._arg, dim=1, out=self._sum[0])
         self._sum.mul_(self.scale)
@@ -71,12 +82,17 @@ class LatentWalk:
             return self._sum.to(torch.float32, copy=True)
         return out.copy_(self._sum)
 
-    def z(self, z_seed: torch.Tensor, tau: float, amplitude: float, out: torch.Tensor | None = None) -> torch.Tensor:
-        """z = sqrt(1 - a^2) * z_seed + a * n(tau): (1, z_dim). `z_seed` (1, z_dim) on this device."""
+    def z(self, z_seed: torch.Tensor, tau: float, amplitude: float, out: torch.Tensor | None = None,
+          period: tuple[float, float, float] | None = None) -> torch.Tensor:
+        """z = sqrt(1 - a^2) * z_seed + a * n(tau): (1, z_dim). `z_seed` (1, z_dim) on this device.
+        period: (t, period_s, speed) for the perfect-loop walk (periodic_noise) instead of n(tau)."""
         a = min(max(float(amplitude), 0.0), 1.0)
         if out is None:
             out = torch.empty_like(z_seed)
-        self.noise(tau, out=out)
+        if period is None:
+            self.noise(tau, out=out)
+        else:
+            self.periodic_noise(*period, out=out)
         # out = a * n + sqrt(1 - a^2) * z_seed, in place.
         return out.mul_(a).add_(z_seed, alpha=math.sqrt(1.0 - a * a))
 
@@ -106,3 +122,32 @@ class WalkClock:
     def reset(self) -> None:
         self._t = None
         self.tau = 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Seed loops: keyframes z_0 .. z_{n-1} visited in order, back to z_0, in a fixed period (a perfect loop).
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def loop_position(t: float, count: int, period: float) -> tuple[int, int, float]:
+    """(i, j, frac) at time t: between keyframe i and j = i + 1 (mod count), frac in [0, 1). Host arithmetic."""
+    u = (float(t) % float(period)) / float(period) * count
+    i = min(int(math.floor(u)), count - 1)
+    return i, (i + 1) % count, u - i
+
+
+def interpolate(a: torch.Tensor, b: torch.Tensor, frac: float, mode: str, out: torch.Tensor) -> torch.Tensor:
+    """lerp or slerp from a to b (1, z_dim) into `out`, with device arithmetic only (no host sync). slerp follows the
+    great circle between the two directions (the usual choice for Gaussian z: norms stay typical), falling back to
+    lerp for (anti)parallel vectors where the circle is undefined."""
+    f = float(frac)
+    if mode == "lerp":
+        return out.copy_(a).lerp_(b, f)  # `out` is the caller's buffer, never a or b
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=1).clamp_(-1.0, 1.0)  # (1,)
+    omega = torch.acos(cos)
+    sin = torch.sin(omega)
+    ok = sin > 1e-6
+    safe = torch.where(ok, sin, torch.ones_like(sin))
+    wa = torch.where(ok, torch.sin((1.0 - f) * omega) / safe, torch.full_like(sin, 1.0 - f))
+    wb = torch.where(ok, torch.sin(f * omega) / safe, torch.full_like(sin, f))
+    return out.copy_(a * wa[:, None] + b * wb[:, None])

@@ -399,6 +399,24 @@ def init_kwargs_of(rec: Record) -> dict[str, Any]:
     return kwargs
 
 
+#: Bounds on the sizes a file's init kwargs may ask for, checked before anything is allocated: the largest official
+#: networks use 1024 px, 512 (StyleGAN2) or 1024 (StyleGAN3-R: channel_max=1024, doubled) channels and 512-d latents.
+#: A hostile or corrupt file asking for channel_max = 2**20 would otherwise try to allocate terabytes.
+SIZE_LIMITS = {"img_resolution": 4096, "channel_max": 4096, "channel_base": 2**20, "z_dim": 8192, "w_dim": 8192,
+               "c_dim": 100_000, "img_channels": 16}
+
+
+def _check_sizes(init_kwargs: dict[str, Any], source: str) -> None:
+    for key, limit in SIZE_LIMITS.items():
+        for where in (init_kwargs, init_kwargs.get("synthesis_kwargs") or {}, init_kwargs.get("mapping_kwargs") or {}):
+            v = where.get(key) if isinstance(where, dict) else None
+            if v is None:
+                continue
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= limit:
+                raise UsageError(f"{source}: the file asks for {key}={v!r}, beyond any StyleGAN network (at most "
+                                 f"{limit}); refusing to build it")
+
+
 def build_network(family: str, init_kwargs: dict[str, Any], tensors: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
     """Construct our Generator of `family` from NVlabs init kwargs and load `tensors` strictly by name and shape."""
     if family == "stylegan3":
@@ -407,10 +425,12 @@ def build_network(family: str, init_kwargs: dict[str, Any], tensors: dict[str, t
         from engine.generators import stylegan2 as mod  # type: ignore[no-redef]
     else:
         raise UsageError(f"{source}: unknown network family {family!r}")
+    _check_sizes(init_kwargs, source)
     try:
         net = mod.Generator(**init_kwargs)
-    except (TypeError, ValueError, AssertionError, KeyError) as e:
-        raise UsageError(f"{source}: cannot build a {family} Generator from the file's settings ({e}); "
+    except (TypeError, ValueError, AssertionError, KeyError, RuntimeError, MemoryError) as e:
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise UsageError(f"{source}: cannot build a {family} Generator from the file's settings ({why}); "
                          f"the file may come from a modified StyleGAN fork") from None
     expected = net.state_dict()
     missing = [k for k in expected if k not in tensors]

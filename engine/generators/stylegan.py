@@ -31,7 +31,7 @@ from engine.generators import stylegan2 as sg2
 from engine.generators.base import FrameTime, Generator
 from engine.generators.blend import Blend
 from engine.generators.layers import Bender, LayerView, WeightController, parse_edits
-from engine.generators.motion import DEFAULT_FEATURES, LatentWalk, WalkClock, seed_to_z
+from engine.generators.motion import DEFAULT_FEATURES, LatentWalk, WalkClock, interpolate, loop_position, seed_to_z
 from engine.params import Params
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ CALIB_WEIGHT, CALIB_BIAS = "engine.color.weight", "engine.color.bias"
 #: The walk of base seed s is the noise field seeded with s ^ WALK_SEED_XOR (a different stream from the z draw).
 WALK_SEED_XOR = 0x5EEDA1C5
 #: How many seeds keep their uploaded z and walk on the device.
-SEED_CACHE = 64
+SEED_CACHE = 128  # > the 64 loop_seeds a loop may visit, so a loop never re-uploads its keyframes
 
 #: Embedded default widths. CUDA: full config-f. CPU: channel_base/channel_max cut so a 256x256 frame stays
 #: interactive on a laptop-class CPU (same architecture and layer names, fewer feature maps per layer).
@@ -330,8 +330,17 @@ class StyleGANGenerator(Generator):
         tau = self._clock.advance(when.t, lat.speed)
         if lat.motion == "walk":
             # speed 0 freezes tau (a still frame on the walk), amplitude 0 gives z_seed exactly: both knobs are
-            # continuous, so turning them never jumps.
-            return walk.z(z_seed, tau, lat.amplitude, out=self._z)
+            # continuous, so turning them never jumps. A loop period makes the walk repeat exactly (a perfect loop).
+            period = (when.t, lat.loop_period, lat.speed) if lat.loop_period > 0 else None
+            return walk.z(z_seed, tau, lat.amplitude, out=self._z, period=period)
+        if lat.motion == "loop":
+            seeds = [int(s) for s in lat.loop_seeds] or [int(lat.seed) + k for k in range(4)]
+            if any(s < 0 or s >= 2**32 for s in seeds):
+                self._warn_once(f"loopseeds{lat.loop_seeds}", "latent.loop_seeds: seeds must be whole numbers 0..2^32-1; using seed..seed+3")
+                seeds = [int(lat.seed) + k for k in range(4)]
+            period = lat.loop_period if lat.loop_period > 0 else 4.0 * len(seeds)
+            i, j, frac = loop_position(when.t, len(seeds), period)
+            return interpolate(self._seed_entry(seeds[i])[0], self._seed_entry(seeds[j])[0], frac, lat.loop_interp, self._z)
         return self._z.copy_(z_seed)
 
     def ws_for(self, snap: Params, when: FrameTime) -> torch.Tensor:
