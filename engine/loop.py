@@ -94,6 +94,7 @@ class Engine:
             torch.cuda.set_device(self.device)
 
         self.generator = create_generator(o.generator, size=o.size, device=self.device, options=o.generator_options)
+        self.generator.validate(self.store.snapshot())
         from engine.backends import apply_backend
 
         # The governor moves diffusion steps live: a compiled backend prepares every step count's shapes now.

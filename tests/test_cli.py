@@ -102,6 +102,9 @@ def test_seconds_with_frame_clock_renders_seconds_times_fps(tmp_path):
         (["run", "--set", "feedback"], "expected GROUP.NAME=VALUE"),
         (["run", "--device", "tpu"], "unknown device 'tpu'"),
         (["run", "--source", "webcam"], "unknown source 'webcam'"),
+        # starting tool texts are checked at setup (live, over OSC, the same text only warns)
+        (["run", "--size", "64", "--frames", "1", "--set", "stylegan.layer=nope"], "stylegan.layer 'nope' is not a synthesis layer"),
+        (["run", "--size", "64", "--frames", "1", "--set", "stylegan.edits=b99.w *= 2"], "'b99.w' matches no parameter"),
         (["frobnicate"], "invalid choice"),
     ],
 )

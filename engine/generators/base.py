@@ -51,6 +51,10 @@ class Generator(abc.ABC):
         """The nn.Modules a backend may compile or replace, by role name (e.g. {"synthesis": ...})."""
         return {}
 
+    def validate(self, snap: Params) -> None:
+        """Setup check of the show's starting parameters: raise UsageError (one line) for what the live path would
+        only warn about (a layer edit naming no parameter, a raw z of the wrong length). Default: nothing to check."""
+
     def shape_variants(self, base: Params) -> list[Params]:
         """Parameter snapshots that change the shapes the modules see (e.g. diffusion steps -> UNet batch), for a
         compiled backend to prepare at setup when a live control (the governor) will move between them. Default:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -307,7 +308,22 @@ class StyleGANGenerator(Generator):
             self._seeds.move_to_end(seed)
         return entry
 
+    def validate(self, snap: Params) -> None:
+        """Setup: the show's starting tool texts (edits, layer, bend, blend) and latent must all apply; the first
+        problem raises UsageError instead of the live path's warning."""
+        self._strict = True
+        try:
+            self.update_tools(snap.stylegan, 0.0)
+            raw = snap.latent.z
+            if raw and len(raw) != self.z_dim:
+                self._warn_once("zlen", f"latent.z has {len(raw)} values but this network's z has {self.z_dim}")
+        finally:
+            self._strict = False
+
     def _warn_once(self, key: str, message: str) -> None:
+        if getattr(self, "_strict", False):
+            # The live path's consequence ("; clause ignored") does not apply: setup stops instead.
+            raise UsageError(re.sub(r"; (clause ignored|showing the image|not blending|ignored|using [^;]*)$", "", message))
         if key not in self._warned:
             self._warned.add(key)
             self.warnings.append(message)
