@@ -234,6 +234,10 @@ class Engine:
             if deadline is not None and now >= deadline:
                 break
             t = index / o.fps if self.clock == "frame" else now - t0
+            for c in self.controllers:
+                forced = c.frame_time(index)
+                if forced is not None:
+                    t = forced
             when = FrameTime(t=t, index=index, dt=t - last_t)
             last_t = t
             self.step(when)

@@ -557,6 +557,8 @@ def test_max_patch_is_a_valid_patcher_wired_to_real_addresses():
     assert {"/engine/latent/psi", "/engine/latent/speed", "/engine/latent/seed", "/engine/fx/feedback", "/engine/fx/perturb",
             "/engine/diffusion/strength", "/engine/diffusion/steps"} <= set(prepends)
     assert set(prepends) <= addresses
+    # seed 002's /z: a bang makes 512 values and sends them as one message (the server takes all values at once)
+    assert "/engine/latent/z" in prepends and "uzi 512" in texts and "zl group 512" in texts
     send = next(i for i, b in boxes.items() if b.get("text") == "udpsend 127.0.0.1 7000")
     into_send = {ln["patchline"]["source"][0] for ln in p["lines"] if ln["patchline"]["destination"][0] == send}
     assert {i for i, b in boxes.items() if b.get("text", "").startswith("prepend ")} <= into_send
@@ -673,3 +675,45 @@ def test_engine_run_end_to_end_osc_telemetry_and_fuzz(tmp_path):
     assert any(s["set"].get("fx.feedback") == pytest.approx(0.3) for s in sets)
     assert any(s["set"].get("fx.hue_jitter") == 0.5 for s in sets)  # the last message, after the fuzz, applied
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_LIBLO, reason="liblo-tools (oscsend/oscdump) not installed")
+def test_liblo_drives_a_running_engine_and_reads_its_telemetry(tmp_path):
+    """The second OSC implementation against a real `engine run --sink null`: liblo's oscsend sets a parameter
+    and asks for it back, liblo's oscdump receives both the reply and the engine's telemetry."""
+    (tmp_path / "fast.toml").write_text("[generator]\nchannel_base = 512\nchannel_max = 16\ncalibrate = false\n")
+    port, dump_port = free_udp_port(), free_udp_port()
+    dump = subprocess.Popen(["oscdump", "-L", str(dump_port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(dump.stdout.readline, "")), daemon=True).start()
+    cmd = [sys.executable, "-m", "engine", "run", "--sink", "null", "--size", "64", "--quiet", "--config",
+           str(tmp_path / "fast.toml"), "--clock", "wall", "--seconds", "6", "--osc-port", str(port),
+           "--osc-out", f"127.0.0.1:{dump_port}", "--osc-out-rate", "10", "--thermal", "synthetic:const,value=55"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def seen(address: str, timeout: float) -> list[list[str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hits = [ln.split()[ln.split().index(address):] for ln in list(lines) if address in ln.split()]
+            if hits:
+                return hits
+            time.sleep(0.05)
+        return []
+
+    try:
+        assert seen("/engine/fps", 90), f"no telemetry reached oscdump: {lines[-5:]}"
+        assert seen("/engine/gpu/temperature", 5)[-1] == ["/engine/gpu/temperature", "f", "55.000000"]
+        subprocess.run(["oscsend", "127.0.0.1", str(port), "/engine/fx/brightness_jitter", "f", "0.25"], check=True, timeout=5)
+        time.sleep(0.3)
+        subprocess.run(["oscsend", "127.0.0.1", str(port), "/engine/get/fx/brightness_jitter", "i", str(dump_port)],
+                       check=True, timeout=5)
+        assert seen("/engine/fx/brightness_jitter", 5)[-1] == ["/engine/fx/brightness_jitter", "f", "0.250000"]
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        for p in (proc, dump):
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -31,6 +31,11 @@ class Controller:
         """Each frame, before the snapshot is taken: apply pending values (OSC, mappings, replay) into `store`.
         Called in list order, so later controllers see earlier ones' writes (the recorder runs last)."""
 
+    def frame_time(self, index: int) -> float | None:
+        """Show time t for frame `index`, or None to leave it to the loop's clock. A replay returns the recorded t,
+        so a show recorded on the wall clock replays frame for frame (the walk and the shaders follow t)."""
+        return None
+
     def after_frame(self, when: FrameTime, frame_stats: dict[str, float]) -> None:
         """Each frame, after the sinks: `frame_stats` has fps, frame_ms and per-stage ms."""
 

@@ -4,15 +4,22 @@ The file is JSON Lines, one object per line, every event stamped with the frame 
 
     {"format": "engine-record/1", "params": {...every parameter...}, "info": {...}}   header: state at start
     {"f": 0, "begin": true}                                      first frame rendered
-    {"f": 12, "osc": ["/engine/latent/psi", 0.7]}                 an accepted OSC message (applied at frame 12)
-    {"f": 12, "temp": {"temperature": 61.0, ...}, "src": "nvml"}  the temperature sample used from frame 12 on
+    {"f": 12, "ts": 0.41, "osc": ["/engine/latent/psi", 0.7]}    an accepted OSC message (applied at frame 12)
+    {"f": 12, "ts": 0.38, "temp": {"temperature": 61.0, ...}, "src": "nvml"}
+                                                                  the temperature sample used from frame 12 on
     {"f": 12, "t": 0.4, "set": {"latent.psi": 0.7, ...}}          what changed in the frame's snapshot, whoever
                                                                   wrote it (OSC, mapping, LFO, preset)
+    {"f": 13, "t": 0.4333}                                        a frame's show time, when nothing changed
     {"end": true, "frames": 300}
 
+`ts` is seconds since the recording started (wall clock) when the message arrived or the sample was taken; `t` is
+the frame's show time. Temperature is recorded as the samples the show used (the latest one at each frame; the
+sampler's 10 Hz samples in between never reached the show).
+
 Replay restores the header's parameters, then applies each frame's "set" at the same frame (counted from the
-replay's first frame), so every frame's parameter snapshot is identical to the recorded one; the generator
-does the rest with the same seed (latent.seed is a parameter like any other). The recorded temperature samples
+replay's first frame), and gives every frame its recorded show time t, so every frame's parameter snapshot and
+time are identical to the recorded ones, on the wall clock too; the generator does the rest with the same seed
+(latent.seed is a parameter like any other). noise_mode=random draws new noise and is the one exception. The recorded temperature samples
 are the replay's temperature input (telemetry and any recorder see them). Because the recorded "set" already
 holds what mappings and LFOs produced, `--replay` takes no `--map`. Live OSC still works during a replay: a value
 sent by hand holds until the recording next writes that parameter.
@@ -82,6 +89,7 @@ class Recorder(Controller):
         self._last: Params | None = None
         self._last_sample: Sample | None = None
         self._began = False
+        self._t0 = time.monotonic()  # reset when the show starts; "ts" counts from there
         self.frames = 0
         self.events = {"set": 0, "osc": 0, "temp": 0}
         self.lines = 0
@@ -107,18 +115,20 @@ class Recorder(Controller):
 
     def record_osc(self, when: FrameTime, events: list[list[Any]]) -> None:
         """OscServer.on_applied: the accepted messages that took effect at this frame."""
+        ts = round(time.monotonic() - self._t0, 4)
         for ev in events:
-            self._put({"f": when.index, "osc": ev})
+            self._put({"f": when.index, "ts": ts, "osc": ev})
         self.events["osc"] += len(events)
 
     def before_frame(self, store: ParamStore, when: FrameTime) -> None:
         if not self._began:
             self._began = True
+            self._t0 = time.monotonic()
             self._put({"f": when.index, "begin": True})
         sample = getattr(self.thermal, "current", None) if self.thermal is not None else None
         if sample is not None and sample is not self._last_sample:
             self._last_sample = sample
-            self._put({"f": when.index, "temp": sample.values(), "src": sample.source})
+            self._put({"f": when.index, "ts": round(sample.t - self._t0, 4), "temp": sample.values(), "src": sample.source})
             self.events["temp"] += 1
         snap = store.snapshot()
         d = diff(self._last, snap) if self._last is not None else snapshot_values(snap)
@@ -126,6 +136,8 @@ class Recorder(Controller):
         if d:
             self._put({"f": when.index, "t": when.t, "set": d})
             self.events["set"] += 1
+        else:
+            self._put({"f": when.index, "t": when.t})
         self.frames += 1
 
     def _write_loop(self) -> None:
@@ -191,6 +203,7 @@ class Replayer(Controller):
             raise UsageError(f"--replay {where}: cannot read ({e.strerror or e})") from None
         sets: dict[int, dict[str, Any]] = {}
         temps: dict[int, dict[str, float]] = {}
+        times: dict[int, float] = {}
         params: Params | None = None
         first, last = None, 0
         with f:
@@ -226,14 +239,23 @@ class Replayer(Controller):
                     sets.setdefault(fi, {}).update(vals)
                 if "temp" in obj and isinstance(obj["temp"], dict):
                     temps[fi] = {k: float(v) for k, v in obj["temp"].items() if k in FIELDS and isinstance(v, (int, float))}
+                if isinstance(obj.get("t"), (int, float)) and not isinstance(obj.get("t"), bool):
+                    times[fi] = float(obj["t"])
                 last = max(last, fi)
         if params is None:
             raise UsageError(f"--replay {where}: empty file")
+        self.times = times
         return params, sets, temps, (first if first is not None else 0), last
 
     def start(self, store: ParamStore, info: dict[str, Any]) -> None:
         store.replace(self.params)
         log.info("replaying %s: frames %d..%d", self.path, self.first, self.last)
+
+    def frame_time(self, index: int) -> float | None:
+        """The recorded show time of this frame (older recordings without per-frame t: None, the loop's clock)."""
+        if self._offset is None:
+            self._offset = self.first - index
+        return self.times.get(index + self._offset)
 
     def before_frame(self, store: ParamStore, when: FrameTime) -> None:
         if self._offset is None:

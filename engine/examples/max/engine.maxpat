@@ -881,6 +881,164 @@
      ],
      "text": "print engine"
     }
+   },
+   {
+    "box": {
+     "id": "obj-49",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      830.0,
+      64.0,
+      230.0,
+      48.0
+     ],
+     "text": "z (seed 002's /z): bang for a new random z, 512 values in one message; 'clear' goes back to the seed"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-50",
+     "maxclass": "button",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      830.0,
+      116.0,
+      24.0,
+      24.0
+     ],
+     "outlettype": [
+      "bang"
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-51",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 3,
+     "patching_rect": [
+      830.0,
+      148.0,
+      60.0,
+      22.0
+     ],
+     "outlettype": [
+      "bang",
+      "bang",
+      "int"
+     ],
+     "text": "uzi 512"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-52",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      830.0,
+      178.0,
+      85.0,
+      22.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "text": "random 10000"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-53",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      830.0,
+      208.0,
+      150.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "expr ($i1 - 5000) / 2000."
+    }
+   },
+   {
+    "box": {
+     "id": "obj-54",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "patching_rect": [
+      830.0,
+      238.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      ""
+     ],
+     "text": "zl group 512"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-55",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      830.0,
+      280.0,
+      140.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/latent/z"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-56",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      980.0,
+      280.0,
+      110.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/engine/latent/z"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-57",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      980.0,
+      256.0,
+      60.0,
+      20.0
+     ],
+     "text": "clear"
+    }
    }
   ],
   "lines": [
@@ -1264,6 +1422,90 @@
      ],
      "destination": [
       "obj-48",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-50",
+      0
+     ],
+     "destination": [
+      "obj-51",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-51",
+      0
+     ],
+     "destination": [
+      "obj-52",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-52",
+      0
+     ],
+     "destination": [
+      "obj-53",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-53",
+      0
+     ],
+     "destination": [
+      "obj-54",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-54",
+      0
+     ],
+     "destination": [
+      "obj-55",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-55",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-56",
+      0
+     ],
+     "destination": [
+      "obj-3",
       0
      ]
     }
