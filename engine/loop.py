@@ -266,7 +266,7 @@ class Engine:
         source = None
         try:
             with stats.stage("generate", device=True):
-                if g.wants_source:
+                if g.wants_source and g.needs_source(snap):
                     source = self._read_source(snap, when)
                 with torch.inference_mode():
                     image = g(snap, when, source)  # (1, 3, H, W) in [-1, 1] on g.device

@@ -347,3 +347,19 @@ def test_engine_project_cli(gen, tmp_path, capsys):
     assert "stylegan.w_file=" in capsys.readouterr().out
     assert main(["project", str(tmp_path / "missing.png"), "--generator", str(net), "--device", "cpu"]) == 2
     assert "image not found" in capsys.readouterr().err
+
+
+def test_random_blend_twin_matches_a_non_default_architecture():
+    """blend=stylegan2:SEED builds a random network of the loaded one's own architecture (here z/w 32, not 512)."""
+    from engine.generators.stylegan import StyleGANGenerator
+    from engine.params import ParamStore
+
+    torch.manual_seed(0)
+    net = sg2.Generator(**sg2.config_f_kwargs(64, z_dim=32, w_dim=32, channel_base=256, channel_max=16)).eval()
+    g = StyleGANGenerator(net, size=None, device="cpu", source="test")
+    g.set_blend_network("stylegan2:3")
+    store = ParamStore()
+    store.update({"latent.motion": "still"})
+    a = g(store.snapshot(), FrameTime(0.0, 0)).clone()
+    store.update({"stylegan.blend": 1.0})
+    assert (g(store.snapshot(), FrameTime(0.0, 0)) - a).abs().mean() > 1e-3

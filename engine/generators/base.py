@@ -51,6 +51,11 @@ class Generator(abc.ABC):
         """The nn.Modules a backend may compile or replace, by role name (e.g. {"synthesis": ...})."""
         return {}
 
+    def needs_source(self, snap: Params) -> bool:
+        """Does this frame read its source? (wants_source generators only; diffusion's txt2img does not, and the
+        loop then skips the feedback pass and the texture download.)"""
+        return self.wants_source
+
     def validate(self, snap: Params) -> None:
         """Setup check of the show's starting parameters: raise UsageError (one line) for what the live path would
         only warn about (a layer edit naming no parameter, a raw z of the wrong length). Default: nothing to check."""

@@ -556,6 +556,9 @@ class DiffusionGenerator(Generator):
             mods["vae_decoder"] = self.vae.decoder
         return mods
 
+    def needs_source(self, snap: Params) -> bool:
+        return snap.diffusion.mode == "img2img"
+
     def shape_variants(self, base: Params) -> list[Params]:
         """The UNet's batch is the step count (denoising batch; +1 or x2 with cfg initialize/full): steps 1..4 at
         the show's other settings, so a compiled backend has every shape the governor can reach."""

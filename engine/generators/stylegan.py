@@ -80,8 +80,9 @@ def synthesis_layer_names(synthesis: torch.nn.Module) -> list[str]:
 
 def build_default_network(resolution: int, *, channel_base: int, channel_max: int, init_seed: int = 0,
                           num_fp16_res: int = 4, noise_strength: float = 0.08, rgb_decay: float = 0.8,
-                          device: torch.device | str = "cpu") -> sg2.Generator:
+                          device: torch.device | str = "cpu", init_kwargs: dict[str, Any] | None = None) -> sg2.Generator:
     """A config-f StyleGAN2 with deterministic random weights, shaped into something worth looking at.
+    init_kwargs: build this architecture instead of config-f (a random twin of a loaded network, for blending).
 
     Random init follows NVlabs exactly (torch.randn under a fixed seed, on the CPU so every device gets the
     same weights). Three deliberate departures from "untrained", all deterministic:
@@ -92,7 +93,8 @@ def build_default_network(resolution: int, *, channel_base: int, channel_max: in
       * mapping.w_avg = the mean w over 1024 z drawn from RandomState(init_seed), so truncation (psi) pulls
         towards the centre of this network's W space, as it does for a trained one.
     """
-    kwargs = sg2.config_f_kwargs(resolution, channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res)
+    kwargs = init_kwargs or sg2.config_f_kwargs(resolution, channel_base=channel_base, channel_max=channel_max,
+                                                num_fp16_res=num_fp16_res)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(init_seed))
         net = sg2.Generator(**kwargs)
@@ -263,7 +265,7 @@ class StyleGANGenerator(Generator):
             seed = _positive_int(text.partition(":")[2], "blend init seed", allow_zero=True)
             k = self.net.init_kwargs
             other = build_default_network(self.native_resolution, channel_base=k["channel_base"], channel_max=k["channel_max"],
-                                          init_seed=seed, num_fp16_res=k.get("num_fp16_res", 4))
+                                          init_seed=seed, init_kwargs=k)
         else:
             path = Path(text).expanduser()
             if not path.is_file():
