@@ -363,3 +363,12 @@ def test_random_blend_twin_matches_a_non_default_architecture():
     a = g(store.snapshot(), FrameTime(0.0, 0)).clone()
     store.update({"stylegan.blend": 1.0})
     assert (g(store.snapshot(), FrameTime(0.0, 0)) - a).abs().mean() > 1e-3
+
+
+def test_info_lists_the_parameter_names_edits_take(gen):
+    lines = gen.info()["edit_parameters"]
+    assert "b16.conv0: weight noise_strength bias affine.weight affine.bias noise_const" in lines
+    for line in lines:  # every listed name is a valid edit target
+        layer, names = line.split(": ")
+        for name in names.split():
+            assert check_edits(f"{layer}.{name} *= 1", gen.net), (layer, name)

@@ -510,6 +510,7 @@ class StyleGANGenerator(Generator):
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "fp16_blocks": fp16 if self.device.type == "cuda" else [],
             "layers": self.layer_names(),
+            "edit_parameters": edit_parameter_names(self.weights.names),
             "notes": list(self.notes),
             "blend_network": (self._live_blend or self.option_blend).source if (self._live_blend or self.option_blend) else None,
         })
@@ -521,6 +522,21 @@ class StyleGANGenerator(Generator):
 # ----------------------------------------------------------------------------------------------------------------
 # File loading helpers.
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def edit_parameter_names(names: list[str]) -> list[str]:
+    """What stylegan.edits can name, one line per layer: 'b16.conv0: weight bias noise_strength affine.weight ...'
+    (synthesis. may be left out of an edit; mapping. may not)."""
+    by_layer: dict[str, list[str]] = {}
+    for full in names:
+        parts = full.split(".")
+        if parts[0] == "synthesis":
+            parts = parts[1:]
+        # StyleGAN2 blocks and the mapping are two levels deep (b16.conv0, mapping.fc0), StyleGAN3 layers one (L3_36_512).
+        depth = 2 if parts[0] == "mapping" or (parts[0].startswith("b") and len(parts) > 2) else 1
+        depth = min(depth, len(parts) - 1)
+        by_layer.setdefault(".".join(parts[:depth]), []).append(".".join(parts[depth:]))
+    return [f"{layer}: {' '.join(rest)}" for layer, rest in by_layer.items()]
 
 
 def _positive_int(v: Any, name: str, allow_zero: bool = False) -> int:
