@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch._dynamo  # noqa: F401  imports triton now, at collection: triton after Mesa's LLVM (GL tests) segfaults
 
-from engine.benchmark.analysis import (StabilityDetector, cold_hot, frame_summary, parse_range, slope_per_minute,
+from engine.benchmark.analysis import (StabilityDetector, cold_hot, frame_summary, parse_range, slope_per_minute, target_hold,
                                        temperature_bins)
 from engine.cli import main
 
@@ -240,3 +240,14 @@ def test_compare_seeds_on_diffusion_runs_the_seed_001_pipeline(tmp_path, tiny_sd
     seeds = [r for r in read_csv(out / "frames_seeds.csv") if r["phase"] == "measure"]
     seed_fps = 1000 / np.median(floats(seeds, "frame_ms"))
     assert c["ratio"] == pytest.approx(s["fps_median"] / seed_fps, rel=1e-4)
+
+
+def test_target_hold_measures_each_temperature_bin_against_the_target():
+    bins = [{"lo": 40, "hi": 42, "frames": 50, "fps_median": 30.6}, {"lo": 70, "hi": 72, "frames": 50, "fps_median": 28.2},
+            {"lo": 90, "hi": 92, "frames": 3, "fps_median": 10.0}]  # too few frames: left out
+    h = target_hold(bins, 30.0)
+    assert [r["bin_c"] for r in h["bins"]] == [[40, 42], [70, 72]]
+    assert h["worst_deviation_pct"] == pytest.approx(-6.0) and h["held"] is False
+    assert target_hold(bins[:1], 30.0)["held"] is True  # 2% above: headroom, not a miss
+    assert target_hold(bins[1:], 28.5)["held"] is True  # 1% below: within 5%
+    assert target_hold([], 30.0)["held"] is None

@@ -179,5 +179,10 @@ def format_result(s: dict[str, Any], out: Path) -> str:
         g = s["governor"]
         lines.append(f"  governor: target {g['target_fps']:g} fps, level {g['level']}, {g['changes']} change(s)"
                      + (f"; {g['no_knob_reason']}" if g.get("no_knob_reason") else ""))
+        hold = g.get("hold") or {}
+        if hold.get("held") is not None:
+            verdict = "held" if hold["held"] else "missed"
+            lines.append(f"  governor hold: {verdict}: the slowest temperature bin ran {hold['worst_deviation_pct']:+.1f}% "
+                         f"against the target (tolerance -{hold['tolerance_pct']:g}%)")
     lines.append(f"  wrote {out}/ (frames.csv, telemetry.csv, summary.json, report.png)")
     return "\n".join(lines)

@@ -76,6 +76,22 @@ def cold_hot(bins: list[dict[str, Any]], min_frames: int = 10) -> dict[str, Any]
     return out
 
 
+def target_hold(bins: list[dict[str, Any]], target: float, min_frames: int = 10, tolerance_pct: float = 5.0) -> dict[str, Any]:
+    """How well the governor held `target` fps from cold to hot: each temperature bin's median fps against the
+    target, the worst (lowest) one, and whether no bin with `min_frames` frames fell more than `tolerance_pct`
+    below it. Above the target is headroom, not a miss: the bench runs unpaced, and at the dearest level the
+    governor has nothing left to spend it on."""
+    usable = [b for b in bins if b["frames"] >= min_frames and b.get("fps_median")]
+    rows = [{"bin_c": [b["lo"], b["hi"]], "fps_median": b["fps_median"],
+             "deviation_pct": 100.0 * (b["fps_median"] - target) / target} for b in usable]
+    if not rows:
+        return {"target_fps": target, "bins": [], "worst_deviation_pct": None, "held": None,
+                "reason": "no temperature bin has enough frames"}
+    worst = min(r["deviation_pct"] for r in rows)
+    return {"target_fps": target, "bins": rows, "worst_deviation_pct": worst, "tolerance_pct": tolerance_pct,
+            "held": worst >= -tolerance_pct}
+
+
 def slope_per_minute(t: Sequence[float], temperature: Sequence[float]) -> float | None:
     """Least-squares slope of temperature against time, in degrees per minute (None with < 2 finite points or no
     spread in time)."""

@@ -80,7 +80,8 @@ def build_summary(result: BenchResult) -> dict[str, Any]:
     if o.map:
         s["mapping"] = {"file": str(o.map), "parameters": p.params, "stats": result.controllers.get("MappingEngine")}
     if o.target_fps is not None:
-        s["governor"] = result.controllers.get("Governor")
+        s["governor"] = dict(result.controllers.get("Governor") or {})
+        s["governor"]["hold"] = A.target_hold(s["temperature_bins"], o.target_fps)
     if result.seed is not None:
         s["compare"] = _compare_summary(s, result.seed, temps[head])
     return _jsonable(s)
