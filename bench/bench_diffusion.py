@@ -16,8 +16,13 @@ Compared, per output frame, each fed the previous output as its input (the feedb
   seed001_fullvae   the same with the model's full VAE, as seed 001 actually runs (its decoder alone costs ~3x the
                     UNet at 512 px)
 
+  engine_texture    the same generator inside the real render loop (engine.loop.Engine, null sink): source =
+                    the previous output after the perturb shader, read from the GL texture; output written into
+                    the GL texture (CUDA-GL interop on CUDA, staged on CPU); shaders; i.e. "into the GL texture"
+
 Latency is per frame with a device sync after each (what a frame costs end to end); the engine is also timed
-pipelined (frames queued back to back, one sync at the end), the way the render loop runs it. GPU figures are
+pipelined (frames queued back to back, one sync at the end), the way the render loop runs it. `--backend`
+applies engine.backends to the generator first (auto: compile + CUDA graphs on CUDA, eager on CPU). GPU figures are
 not committed: run this on the GPU machine and keep the JSON with the machine description it records.
 """
 
@@ -121,6 +126,34 @@ def time_engine(gen, frames: int, warmup: int, device: torch.device) -> tuple[di
     return summarize_ms(lat), {"ms_per_frame": pipelined_ms, "fps": 1000 / pipelined_ms}
 
 
+def time_engine_texture(gen, frames: int, warmup: int, device: torch.device) -> dict:
+    """The render loop with this generator: feedback source from the GL texture, output into it, shaders."""
+    from engine.generators import FrameTime
+    from engine.loop import Engine, RunOptions
+    from engine.params import ParamStore
+    from engine.stats import STAGES
+
+    store = ParamStore()
+    store.update({"diffusion.prompt": PROMPT, "diffusion.strength": 0.5, "diffusion.steps": 1, "diffusion.guidance": 1.0,
+                  "source.mode": "feedback", "fx.perturb": 0.3})
+    eng = Engine(RunOptions(size=gen.width, sinks=["null"], device=str(device), quiet=True, fps=0), store, generator=gen)
+    eng.setup()
+    try:
+        for i in range(warmup):
+            eng.step(FrameTime(t=i / 30, index=i))
+        sync(device)
+        eng.stats.__init__(device_type=eng.device.type)  # drop warm-up frames from the record
+        for i in range(warmup, warmup + frames):
+            eng.step(FrameTime(t=i / 30, index=i))
+        sync(device)
+        s = eng.stats.summary()
+        frame = summarize_ms(list(eng.stats.frame_ms))
+        return {**frame, "fps": 1000 / frame["median"], "stage_ms": {st: summarize_ms(list(eng.stats.stage_ms[st])) for st in STAGES},
+                "stage_gpu_ms_median": s.get("stage_gpu_ms_median"), "upload": eng.info["upload"], "gl": eng.info["gl"]}
+    finally:
+        eng.close()
+
+
 def time_seed001(pipe, size: int, frames: int, warmup: int, device: torch.device) -> dict:
     from PIL import Image
 
@@ -146,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
     ap.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA, fp32 on CPU)|fp16|bf16|fp32")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--backend", default="auto", help="engine backend for the engine contenders: auto|eager|compile")
     ap.add_argument("--skip-fullvae", action="store_true", help="leave out the seed001_fullvae contender")
     ap.add_argument("--machine", default="", help="a name for the machine, recorded in the JSON")
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default bench/results/<cpu|cuda>/diffusion-<size>.json)")
@@ -163,10 +197,16 @@ def main(argv: list[str] | None = None) -> int:
 
     gen = DiffusionGenerator(unet=unet, vae=taesd, text_encoders=[text], tokenizers=[tokenizer], alphas_cumprod=scheduler.alphas_cumprod,
                              size=args.size, device=device, dtype=dtype, model_name="sd-turbo architecture (random init)", vae_name="TAESD")
-    print(f"engine: {args.size}x{args.size}, 1 step, TAESD, {dtype} ...", flush=True)
-    engine_lat, engine_pipe = time_engine(gen, args.frames, args.warmup, device)
+    from engine.backends import apply_backend
 
-    results = {"engine": {**engine_lat, "fps": 1000 / engine_lat["median"], "pipelined": engine_pipe}}
+    gen, backend = apply_backend(gen, args.backend)
+    print(f"engine: {args.size}x{args.size}, 1 step, TAESD, {dtype}, backend: {backend} ...", flush=True)
+    engine_lat, engine_pipe = time_engine(gen, args.frames, args.warmup, device)
+    print("engine_texture: the same generator in the render loop (GL texture in and out) ...", flush=True)
+    texture = time_engine_texture(gen, args.frames, args.warmup, device)
+
+    results = {"engine": {**engine_lat, "fps": 1000 / engine_lat["median"], "pipelined": engine_pipe, "backend": backend},
+               "engine_texture": texture}
     contenders = [("seed001_taesd", taesd)] + ([] if args.skip_fullvae else [("seed001_fullvae", vae)])
     for name, v in contenders:
         base = diffusers.StableDiffusionPipeline(vae=v, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
@@ -182,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<18}{r['median']:>11.1f}{r['p99']:>10.1f}{r['fps']:>9.2f}")
     print(f"{'engine pipelined':<18}{engine_pipe['ms_per_frame']:>11.1f}{'':>10}{engine_pipe['fps']:>9.2f}")
     ratios = {f"engine_vs_{n}": results[n]["median"] / results["engine"]["median"] for n, _ in contenders}
+    ratios.update({f"engine_texture_vs_{n}": results[n]["median"] / texture["median"] for n, _ in contenders})
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x faster (median latency)")
 

@@ -57,8 +57,12 @@ class RunOptions:
 
 
 class Engine:
-    def __init__(self, opts: RunOptions, store: ParamStore | None = None, controllers: list[Controller] | None = None):
+    def __init__(self, opts: RunOptions, store: ParamStore | None = None, controllers: list[Controller] | None = None,
+                 generator: Generator | None = None):
+        """generator: a generator built (and given its backend) by the caller, e.g. a benchmark's model with a
+        real architecture and random weights; opts.generator and opts.backend are then not used."""
         self.opts = opts
+        self._prebuilt = generator
         self.store = store or ParamStore()
         self.controllers = list(controllers or [])
         self.sinks: list[Sink] = [parse_sink(s) for s in (opts.sinks or ["null"])]
@@ -93,16 +97,20 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
 
-        self.generator = create_generator(o.generator, size=o.size, device=self.device, options=o.generator_options)
-        self.generator.validate(self.store.snapshot())
-        from engine.backends import apply_backend
+        if self._prebuilt is not None:
+            self.generator, backend_desc = self._prebuilt, "applied by the caller"
+            self.generator.validate(self.store.snapshot())
+        else:
+            self.generator = create_generator(o.generator, size=o.size, device=self.device, options=o.generator_options)
+            self.generator.validate(self.store.snapshot())
+            from engine.backends import apply_backend
 
-        # The governor moves diffusion steps live: a compiled backend prepares every step count's shapes now.
-        from engine.control.governor import Governor
+            # The governor moves diffusion steps live: a compiled backend prepares every step count's shapes now.
+            from engine.control.governor import Governor
 
-        governed = any(isinstance(c, Governor) for c in self.controllers)
-        variants = self.generator.shape_variants(self.store.snapshot()) if governed else []
-        self.generator, backend_desc = apply_backend(self.generator, o.backend, variants=variants)
+            governed = any(isinstance(c, Governor) for c in self.controllers)
+            variants = self.generator.shape_variants(self.store.snapshot()) if governed else []
+            self.generator, backend_desc = apply_backend(self.generator, o.backend, variants=variants)
         g = self.generator
         w, h = g.width, g.height
 
