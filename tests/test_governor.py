@@ -121,16 +121,42 @@ def test_the_governor_caps_below_a_new_ceiling_written_by_someone_else():
     assert store.get("diffusion.steps") == 1 and gov.ladder[0].values["diffusion.steps"] == 1
 
 
-def test_stylegan_has_no_knob_and_nothing_is_written():
+def test_stylegan3_has_no_knob_and_nothing_is_written():
     clock = Clock()
     store = ParamStore()
     gov = Governor(60.0, clock=clock)
-    gov.start(store, {"generator": {"name": "stylegan2"}})
+    gov.start(store, {"generator": {"name": "stylegan3", "max_resolution_drop": 0}})
     before = store.snapshot()
     drive(gov, store, clock, lambda s, t: 50.0, 3.0)  # 20 fps, far below the target
     assert store.snapshot() is before
     st = gov.stats()
     assert st["knob"] is None and "no live cost knob" in st["no_knob_reason"] and st["fraction_below_target"] == 1.0
+
+
+def test_stylegan2_render_scale_ladder_and_decisions():
+    from engine.control.governor import stylegan_ladder
+
+    assert [l.values["stylegan.resolution_drop"] for l in stylegan_ladder(0, 2)] == [0, 1, 2]
+    assert [l.label for l in stylegan_ladder(1, 2)] == ["1/2 resolution", "1/4 resolution"]  # the show's own is the ceiling
+    clock = Clock()
+    store = ParamStore()
+    gov = Governor(40.0, smoothing=0.1, settle=0.3, down_hold=0.2, up_hold=0.5, clock=clock)
+    gov.start(store, {"generator": {"name": "stylegan2", "max_resolution_drop": 4}})
+    assert gov.knob == "StyleGAN2 render scale" and len(gov.ladder) == 3
+
+    def drive_sg(seconds: float, ms_per_drop: dict[int, float]) -> None:
+        end = clock.now + seconds
+        i = 0
+        while clock.now < end:
+            gov.before_frame(store, FrameTime(0.0, i))
+            ms = ms_per_drop[store.get("stylegan.resolution_drop")]
+            clock.now += ms / 1000.0
+            gov.after_frame(FrameTime(0.0, i), {"frame_ms": ms})
+            i += 1
+
+    costs = {0: 40.0, 1: 15.0, 2: 8.0}  # 25, 66, 125 fps: the top block is most of the cost
+    drive_sg(5.0, costs)
+    assert store.get("stylegan.resolution_drop") == 1  # the dearest level that holds 40 fps
 
 
 def test_cli_wiring_refuses_a_mapping_that_drives_the_same_parameter(tmp_path):
@@ -210,3 +236,25 @@ def test_real_loop_lowers_cost_when_the_target_is_unreachable_and_raises_it_with
         assert r > 1.3, ratios
     finally:
         eng.close()
+
+
+@pytest.mark.slow
+def test_engine_run_target_fps_turns_stylegan2_render_scale_down(tmp_path):
+    """`engine run --target-fps` on StyleGAN2 with a target no level can reach: the governor walks the render
+    scale down to 1/4 in the real loop, and the run's stats say so."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("[generator]\nchannel_base = 1024\nchannel_max = 32\n")
+    stats = tmp_path / "stats.json"
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, "-m", "engine", "run", "--size", "64", "--config", str(cfg), "--sink", "null",
+                        "--clock", "wall", "--fps", "0", "--seconds", "6", "--target-fps", "9999", "--osc-port", "0",
+                        "--quiet", "--stats-json", str(stats)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    gov = json.loads(stats.read_text())["controllers"]["Governor"]
+    assert gov["knob"] == "StyleGAN2 render scale"
+    assert gov["levels"] == ["full resolution", "1/2 resolution", "1/4 resolution"]
+    assert gov["level"] == "1/4 resolution" and gov["changes"] == 2, gov

@@ -372,3 +372,20 @@ def test_info_lists_the_parameter_names_edits_take(gen):
         layer, names = line.split(": ")
         for name in names.split():
             assert check_edits(f"{layer}.{name} *= 1", gen.net), (layer, name)
+
+
+def test_resolution_drop_renders_the_coarse_image_at_the_output_size(gen):
+    from engine.params import Params, with_values
+
+    base = with_values(Params(), {"latent.motion": "still"})
+    full = gen(base, FrameTime(0.0, 0)).clone()
+    half = gen(with_values(base, {"stylegan.resolution_drop": 1}), FrameTime(0.0, 0)).clone()
+    assert half.shape == full.shape
+    ws = gen.net.mapping(torch.as_tensor(np.random.RandomState(0).randn(1, gen.z_dim), dtype=torch.float32), gen._c)
+    coarse = gen.net.synthesis(ws, noise_mode="const", drop_blocks=1)
+    assert coarse.shape[-1] == gen.native_resolution // 2  # the skip image one block early
+    assert not torch.equal(half, full)
+    # the same picture, less detail: strongly correlated with the full image
+    a, b = full.flatten() - full.mean(), half.flatten() - half.mean()
+    assert float((a * b).sum() / (a.norm() * b.norm())) > 0.5
+    assert [v.stylegan.resolution_drop for v in gen.shape_variants(base)] == [1, 2]

@@ -12,9 +12,11 @@ Contract for generators whose modules are graphed (the compile backend on CUDA):
   * a graphed module returns the same output tensors on every call (static buffers the next call overwrites): use
     or clone an output before calling the same module again;
   * parameters and buffers may be updated in place (weight edits, blending), never reassigned;
-  * non-tensor arguments (str, bool, int, float) are part of the graph's key and baked into the capture. A number
-    that changes between calls (a live knob such as truncation psi) makes that call signature "volatile": it then
-    runs compiled but ungraphed, with a note. Pass such values as tensors to keep them graphed;
+  * non-tensor arguments (str, bool, int, float) are part of the graph's key and baked into the capture (and,
+    with torch.compile's dynamic=False, into the compiled code). Setup prepares the signatures it is shown (the
+    default frame, plus Generator.shape_variants when a governor will move between them); after setup the runner
+    is sealed and any other signature runs eager, with a note, rather than compiling or capturing in the hot loop.
+    Pass live knobs (truncation psi, noise strength) as 0-d tensors so a new value is not a new signature;
   * while any forward hook is registered inside the module (layer view, network bending), calls run the original
     eager forward: hooks are Python and would be frozen into a graph or force recompiles mid-show.
 """
@@ -66,16 +68,6 @@ def _describe(key: Any) -> str:
     return ", ".join(shapes) or "non-tensor arguments"
 
 
-def _structure(key: Any) -> Any:
-    """The key with every number replaced by a marker: two keys with the same structure differ only in numeric
-    arguments (live knobs such as psi or a truncation cutoff), not in shapes, dtypes, strings or flags."""
-    if isinstance(key, (int, float)) and not isinstance(key, bool):
-        return float
-    if isinstance(key, tuple) and not isinstance(key, torch.Size):
-        return tuple(_structure(k) for k in key)
-    return key
-
-
 _NESTED = (list, tuple, dict)
 
 
@@ -121,8 +113,6 @@ class BackendRunner:
             self._fn = torch.compile(self._eager, mode=compile_mode, dynamic=False)
         self._submodules = [m for m in module.modules() if m is not module]
         self._graphs: dict[Any, _Graph | None] = {}
-        self._structures: dict[Any, Any] = {}  # structure -> the first key seen with it
-        self._volatile: set[Any] = set()
         self.notes: list[str] = []  # why calls were not graphed (reported by apply_backend)
         # After setup the runner is sealed: a call signature it has not seen runs eager instead of compiling and
         # capturing in the hot loop (inductor with max-autotune takes minutes, a capture syncs the device).
@@ -170,15 +160,13 @@ class BackendRunner:
         if self._fn is self._eager and not self.cuda_graphs:
             return self._run(args, kwargs)  # eager backend: nothing is specialised on argument values
         key = call_key(args, kwargs)
-        if key is not None and self._is_volatile(key):
-            # A live number (psi from a fader, a mapped knob): compiled code (dynamic=False) would recompile for
-            # every new value and a graph would capture per value, seconds each, in the hot loop. Run it eager.
-            self.eager_calls += 1
-            return self._run(args, kwargs, self._eager)
         if self.sealed and key not in self._seen:
+            # A call signature setup did not prepare: a new shape, or a live number passed as a Python scalar
+            # (compiled code specialises on it with dynamic=False). Compiling or capturing now would stall the show
+            # for seconds (minutes with max-autotune): it runs eager instead.
             self.eager_calls += 1
             if len(self.notes) < 16:
-                self.notes.append(f"{self.role}: a call shape first met after setup runs eager: {_describe(key)}")
+                self.notes.append(f"{self.role}: a call signature not prepared at setup runs eager: {_describe(key)}")
                 log.warning("%s", self.notes[-1])
             self._seen.add(key)  # noted once; it stays eager (it is not in _graphs and never compiles)
             self._eager_keys.add(key)
@@ -205,21 +193,6 @@ class BackendRunner:
         g.graph.replay()
         self.replays += 1
         return g.output
-
-    def _is_volatile(self, key: Any) -> bool:
-        """Does this call differ from an earlier one only in a number? Then that call structure is volatile from
-        now on: its calls run eager (the generator passes its live knobs as tensors so this stays rare)."""
-        struct = _structure(key)
-        if struct in self._volatile:
-            return True
-        first = self._structures.setdefault(struct, key)
-        if first == key:
-            return False
-        self._volatile.add(struct)
-        self.notes.append(f"{self.role}: a numeric argument changes between calls; those calls run eager "
-                          "(pass it as a tensor to keep them compiled and graphed)")
-        log.warning("%s", self.notes[-1])
-        return True
 
     def _may_capture(self, key: Any) -> bool:
         """Capture a graph for a new signature? Not when it was tried before or the module has MAX_GRAPHS already."""

@@ -525,7 +525,7 @@ class BenchResult:
 def run_bench(opts: BenchOptions) -> BenchResult:
     """Run the benchmark (no files written: see engine.benchmark.report.write_outputs)."""
     from engine.benchmark.analysis import parse_range
-    from engine.control.governor import DIFFUSION_KNOBS, WATCHED, Governor
+    from engine.control.governor import WATCHED, Governor
     from engine.loop import Engine, RunOptions, resolve_device
 
     opts.validate()
@@ -596,7 +596,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         # The parameters worth a column: what the mappings drive, and what the governor turns (when it has a knob).
         params = list(mapping.mapped_paths()) if mapping is not None else []
         if governor is not None and governor.knob is not None:
-            params += [p for p in DIFFUSION_KNOBS if p not in params]
+            params += [p for p in governor.knob_params if p not in params]
         probe.set_params(params)
         engine.run()
         probe.finish()

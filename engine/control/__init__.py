@@ -94,7 +94,7 @@ def add_cli_arguments(parser) -> None:
                    help="folder of /engine/preset/save|load NAME (default ~/.config/engine/presets)")
     g.add_argument("--target-fps", type=float, default=S, metavar="FPS",
                    help="thermal governor: lower live cost (diffusion: steps, then the similarity filter) when the frame rate "
-                        "falls below FPS, raise it back when there is headroom (default: off; StyleGAN has no live cost knob)")
+                        "falls below FPS, raise it back when there is headroom: diffusion steps and similarity filter, StyleGAN2 render scale (default: off; StyleGAN3 has no live cost knob)")
 
 
 def _options(args: Any) -> tuple[dict[str, Any], set[str]]:

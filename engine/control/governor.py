@@ -12,9 +12,12 @@ ceiling: the governor never asks for more than the show asked for.
              (it repeats the last output instead of running the UNet), so those levels help a slowly moving feedback
              loop and do nothing for a live camera. With diffusion.t_index_list set, the steps come from that list and
              only the similarity levels remain.
-  stylegan   none. Its cost is fixed by the network and the render size, and changing either means building a new
-             generator (and, on CUDA, recompiling and recapturing graphs): no live knob exists. The governor says
-             so once, changes nothing, and still reports how often the target was met.
+  stylegan2  the render scale, stylegan.resolution_drop, from the show's own value down to 2 (quarter resolution):
+             synthesis stops before its last blocks and the skip architecture's coarse image is upscaled on the
+             device, so each level drops the costliest block. A compiled backend prepares these levels at setup
+             (Generator.shape_variants): moving between them never compiles in the loop.
+  stylegan3  none (its layers all run at the output's scale; the render size needs a new generator). The governor
+             says so once, changes nothing, and still reports how often the target was met.
 A write to a governed parameter by anyone else (OSC, a preset, `--set`) becomes the new ceiling; the governor keeps
 capping below it. A mapping that drives a governed parameter would fight the governor, so build_controllers refuses
 that combination.
@@ -49,13 +52,18 @@ from engine.control import Controller
 from engine.control.mapping import one_pole
 from engine.errors import UsageError
 from engine.generators.base import FrameTime
+from engine.generators.stylegan import MAX_RESOLUTION_DROP  # the deepest render scale; shape_variants prepares the same
 from engine.params import ParamStore
 
 log = logging.getLogger("engine.control.governor")
 
 #: The parameters the diffusion ladder writes, and the one that changes what the ladder is.
 DIFFUSION_KNOBS = ("diffusion.steps", "diffusion.similarity_threshold")
-WATCHED = DIFFUSION_KNOBS + ("diffusion.t_index_list",)
+DIFFUSION_WATCHED = DIFFUSION_KNOBS + ("diffusion.t_index_list",)
+#: StyleGAN2's knob: the render scale (stop before the last blocks, upscale on the device).
+STYLEGAN_KNOBS = ("stylegan.resolution_drop",)
+#: Every parameter some governor ladder writes or reads: a mapping must not drive these alongside --target-fps.
+WATCHED = DIFFUSION_WATCHED + STYLEGAN_KNOBS
 #: Similarity-filter thresholds tried at 1 step, loosest last (skip probability rises from 0 at the threshold).
 SIMILARITY_LADDER = (0.98, 0.95, 0.90)
 
@@ -88,6 +96,13 @@ def diffusion_ladder(steps: int, similarity: float, t_index_list: tuple = ()) ->
     return levels
 
 
+def stylegan_ladder(drop: int, max_drop: int) -> list[Level]:
+    """Render-scale levels from the show's own stylegan.resolution_drop down to max_drop. Pure."""
+    drop = max(0, int(drop))
+    return [Level({"stylegan.resolution_drop": d}, "full resolution" if d == 0 else f"1/{2 ** d} resolution")
+            for d in range(drop, max(drop, max_drop) + 1)]
+
+
 class Governor(Controller):
     def __init__(self, target_fps: float, *, smoothing: float = 0.5, settle: float = 1.0, min_frames: int = 3,
                  down_hold: float = 0.5, up_hold: float = 2.0, up_margin: float = 0.05, probe_margin: float = 0.25,
@@ -107,6 +122,9 @@ class Governor(Controller):
         self.clock = clock
 
         self.knob: str | None = None
+        self.knob_params: tuple[str, ...] = ()  # the parameters this governor writes
+        self.watched: tuple[str, ...] = ()  # ... and those whose change by anyone else rebuilds its ladder
+        self._max_drop = 0
         self.reason: str | None = None
         self.ladder: list[Level] = []
         self.level = 0
@@ -146,10 +164,15 @@ class Governor(Controller):
 
     def start(self, store: ParamStore, info: dict[str, Any]) -> None:
         self._store = store
-        name = str((info.get("generator") or {}).get("name", "generator"))
+        gen = info.get("generator") or {}
+        name = str(gen.get("name", "generator"))
         if name == "diffusion":
-            self.knob = "diffusion steps / similarity filter"
-            self.ceiling = {p: store.get(p) for p in WATCHED}
+            self.knob, self.knob_params, self.watched = "diffusion steps / similarity filter", DIFFUSION_KNOBS, DIFFUSION_WATCHED
+        elif int(gen.get("max_resolution_drop") or 0) > 0:
+            self.knob, self.knob_params, self.watched = "StyleGAN2 render scale", STYLEGAN_KNOBS, STYLEGAN_KNOBS
+            self._max_drop = min(MAX_RESOLUTION_DROP, int(gen["max_resolution_drop"]))
+        if self.knob is not None:
+            self.ceiling = {p: store.get(p) for p in self.watched}
             self._rebuild(keep=None)
             store.add_listener(self._on_write)
             log.info("governor: target %.1f fps; levels: %s", self.target, " > ".join(l.label for l in self.ladder))
@@ -160,7 +183,10 @@ class Governor(Controller):
 
     def _rebuild(self, keep: dict[str, Any] | None) -> None:
         c = self.ceiling
-        self.ladder = diffusion_ladder(int(c["diffusion.steps"]), float(c["diffusion.similarity_threshold"]), tuple(c["diffusion.t_index_list"]))
+        if self.knob_params == STYLEGAN_KNOBS:
+            self.ladder = stylegan_ladder(int(c["stylegan.resolution_drop"]), self._max_drop)
+        else:
+            self.ladder = diffusion_ladder(int(c["diffusion.steps"]), float(c["diffusion.similarity_threshold"]), tuple(c["diffusion.t_index_list"]))
         self._ratio.clear()  # the ratios were between levels of the old ladder
         level = 0
         if keep is not None:
@@ -178,7 +204,7 @@ class Governor(Controller):
         if self._writing == threading.get_ident():
             return  # our own write
         for path, value in stored.items():
-            if path in WATCHED:
+            if path in self.watched:
                 self._events.append((path, value))
 
     def stop(self) -> None:

@@ -44,6 +44,8 @@ CALIB_WEIGHT, CALIB_BIAS = "engine.color.weight", "engine.color.bias"
 #: The walk of base seed s is the noise field seeded with s ^ WALK_SEED_XOR (a different stream from the z draw).
 WALK_SEED_XOR = 0x5EEDA1C5
 #: How many seeds keep their uploaded z and walk on the device.
+#: The deepest render scale the governor uses (quarter resolution); shape_variants prepares 1..this for it.
+MAX_RESOLUTION_DROP = 2
 SEED_CACHE = 128  # > the 64 loop_seeds a loop may visit, so a loop never re-uploads its keyframes
 
 #: Embedded default widths. CUDA: full config-f. CPU: channel_base/channel_max cut so a 256x256 frame stays
@@ -383,7 +385,30 @@ class StyleGANGenerator(Generator):
         # Only our StyleGAN2 layers take the global noise multiplier (StyleGAN3 has no noise inputs).
         if isinstance(self.net.synthesis, sg2.SynthesisNetwork):
             kwargs["noise_strength"] = self._noise_strength.fill_(float(lat.noise_strength))
+            drop = int(snap.stylegan.resolution_drop)
+            if drop:
+                if self.max_resolution_drop == 0:
+                    self._warn_once("drop:arch", "stylegan.resolution_drop needs a StyleGAN2 'skip' network; ignored")
+                else:
+                    kwargs["drop_blocks"] = min(drop, self.max_resolution_drop)
+        elif snap.stylegan.resolution_drop:
+            self._warn_once("drop:sg3", "stylegan.resolution_drop applies to StyleGAN2 networks only; ignored")
         return self.net.synthesis(ws, **kwargs)
+
+    @property
+    def max_resolution_drop(self) -> int:
+        """How many blocks resolution_drop may skip: StyleGAN2 'skip' networks down to 16 px, else 0."""
+        syn = self.net.synthesis
+        if not isinstance(syn, sg2.SynthesisNetwork) or self.net.init_kwargs.get("architecture", "skip") != "skip":
+            return 0
+        return max(0, min(4, int(math.log2(syn.img_resolution)) - 4))
+
+    def shape_variants(self, base: Params) -> list[Params]:
+        """The governor's render-scale levels, so a compiled backend prepares each (see engine.control.governor)."""
+        import dataclasses
+
+        return [dataclasses.replace(base, stylegan=dataclasses.replace(base.stylegan, resolution_drop=d))
+                for d in range(1, min(MAX_RESOLUTION_DROP, self.max_resolution_drop) + 1)]
 
     def finish(self, img: torch.Tensor) -> torch.Tensor:
         """Network image (1, 3, R, R) -> output (1, 3, size, size): calibration, resize."""
@@ -509,6 +534,7 @@ class StyleGANGenerator(Generator):
             "channels": {str(k): v for k, v in channels.items()} if channels else None,
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "fp16_blocks": fp16 if self.device.type == "cuda" else [],
+            "max_resolution_drop": self.max_resolution_drop,
             "layers": self.layer_names(),
             "edit_parameters": edit_parameter_names(self.weights.names),
             "notes": list(self.notes),

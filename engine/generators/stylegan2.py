@@ -693,7 +693,10 @@ class SynthesisNetwork(torch.nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws, **block_kwargs):
+    def forward(self, ws, drop_blocks=0, **block_kwargs):
+        """drop_blocks (our addition): stop before the last N blocks and return the skip architecture's image at
+        img_resolution / 2**N: the coarse image every skip generator builds on its way up (the engine's live
+        render-scale knob; only the 'skip' architecture has an image before its last block)."""
         assert ws.ndim == 3 and ws.shape[1] == self.num_ws and ws.shape[2] == self.w_dim, \
             f"ws has shape {tuple(ws.shape)}, expected (N, {self.num_ws}, {self.w_dim})"
         ws = ws.to(torch.float32)
@@ -706,7 +709,8 @@ class SynthesisNetwork(torch.nn.Module):
             w_idx += block.num_conv
 
         x = img = None
-        for res, cur_ws in zip(self.block_resolutions, block_ws):
+        keep = len(self.block_resolutions) - int(drop_blocks)
+        for res, cur_ws in zip(self.block_resolutions[:keep], block_ws[:keep]):
             x, img = getattr(self, f"b{res}")(x, img, cur_ws, **block_kwargs)
         return img
 
