@@ -433,7 +433,7 @@ class DiffusionGenerator(Generator):
         if not index or missing:
             what = ", ".join(f"{n}/" for n in missing) or "model_index.json"
             local = Path(os.path.expanduser(model)).exists()
-            fix = (f"save the whole pipeline there with diffusers' save_pretrained, or give a hub id from the local cache"
+            fix = ("save the whole pipeline there with diffusers' save_pretrained, or give a hub id from the local cache"
                    if local else f"fetch it again with: hf download {model}")
             raise UsageError(f"{folder} is not a complete diffusers model (missing {what}); {fix}")
 
