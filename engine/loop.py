@@ -97,19 +97,20 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
 
+        start = self.store.snapshot()  # the show's starting parameters
         if self._prebuilt is not None:
             self.generator, backend_desc = self._prebuilt, "applied by the caller"
-            self.generator.validate(self.store.snapshot())
+            self.generator.validate(start)
         else:
             self.generator = create_generator(o.generator, size=o.size, device=self.device, options=o.generator_options)
-            self.generator.validate(self.store.snapshot())
+            self.generator.validate(start)
             from engine.backends import apply_backend
 
             # The governor moves diffusion steps live: a compiled backend prepares every step count's shapes now.
             from engine.control.governor import Governor
 
             governed = any(isinstance(c, Governor) for c in self.controllers)
-            variants = self.generator.shape_variants(self.store.snapshot()) if governed else []
+            variants = self.generator.shape_variants(start) if governed else []
             self.generator, backend_desc = apply_backend(self.generator, o.backend, variants=variants)
         g = self.generator
         w, h = g.width, g.height
@@ -158,10 +159,10 @@ class Engine:
             from engine.sources import SourceManager
 
             self.sources = SourceManager(w, h, self.device)
-            self.sources.open_at_setup(self.store.snapshot())
-        elif self.store.snapshot().source.mode != "feedback":
+            self.sources.open_at_setup(start)
+        elif start.source.mode != "feedback":
             log.warning("source.mode %s is ignored: %s renders from its latent, only img2img generators "
-                        "(diffusion) take a source", self.store.snapshot().source.mode, g.name)
+                        "(diffusion) take a source", start.source.mode, g.name)
 
         self.stats = Stats(device_type=self.device.type)
         self.info = {

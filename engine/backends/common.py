@@ -117,8 +117,8 @@ class BackendRunner:
         # After setup the runner is sealed: a call signature it has not seen runs eager instead of compiling and
         # capturing in the hot loop (inductor with max-autotune takes minutes, a capture syncs the device).
         self.sealed = False
-        self._seen: set[Any] = set()
-        self._eager_keys: set[Any] = set()
+        self._prepared: set[Any] = set()  # signatures called before sealing (compiled, maybe captured)
+        self._noted: set[Any] = set()  # unprepared signatures met after sealing, noted once each
         self.replays = 0
         self.ungraphed_calls = 0
         self.eager_calls = 0
@@ -160,21 +160,18 @@ class BackendRunner:
         if self._fn is self._eager and not self.cuda_graphs:
             return self._run(args, kwargs)  # eager backend: nothing is specialised on argument values
         key = call_key(args, kwargs)
-        if self.sealed and key not in self._seen:
+        if self.sealed and key not in self._prepared:
             # A call signature setup did not prepare: a new shape, or a live number passed as a Python scalar
             # (compiled code specialises on it with dynamic=False). Compiling or capturing now would stall the show
-            # for seconds (minutes with max-autotune): it runs eager instead.
+            # for seconds (minutes with max-autotune): it runs eager instead, every time.
             self.eager_calls += 1
-            if len(self.notes) < 16:
+            if key not in self._noted and len(self.notes) < 16:
+                self._noted.add(key)
                 self.notes.append(f"{self.role}: a call signature not prepared at setup runs eager: {_describe(key)}")
                 log.warning("%s", self.notes[-1])
-            self._seen.add(key)  # noted once; it stays eager (it is not in _graphs and never compiles)
-            self._eager_keys.add(key)
             return self._run(args, kwargs, self._eager)
-        if key in self._eager_keys:
-            self.eager_calls += 1
-            return self._run(args, kwargs, self._eager)
-        self._seen.add(key)
+        if not self.sealed:
+            self._prepared.add(key)
         if not self.cuda_graphs:
             return self._run(args, kwargs)
         g = self._graphs.get(key) if key is not None else None

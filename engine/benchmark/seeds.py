@@ -27,6 +27,7 @@ seed001  (realtime image generator, diffusion): diffusers AutoPipelineForImage2I
 from __future__ import annotations
 
 import math
+import abc
 import time
 from typing import Any
 
@@ -43,15 +44,15 @@ def _eager(generator) -> None:
     uninstall(generator.modules())
 
 
-class SeedWay:
+class SeedWay(abc.ABC):
     name = "seed"
     description = ""
     stages: tuple[str, ...] = ()
     size: int = 0
 
+    @abc.abstractmethod
     def frame(self) -> dict[str, float]:
         """Render one frame the seed's way; returns ms per stage."""
-        raise NotImplementedError
 
     def close(self) -> None:
         pass
