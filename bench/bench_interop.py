@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         result["machine"]["triton"] = None
 
+    out = args.out or Path(__file__).resolve().parent / "results" / ("cuda" if device.type == "cuda" else "cpu") / "interop.json"
     ctx, egl_note = gl_context(device)
     result["gl"] = {k: ctx.info.get(k) for k in ("GL_RENDERER", "GL_VENDOR", "GL_VERSION")}
     result["gl"]["egl_device_note"] = egl_note
@@ -244,12 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         result["sizes"][str(size)] = per
+        # Written after every size: a run stopped by a time limit keeps the sizes it finished.
+        result["targets"] = evaluate_targets(result["sizes"])
+        write_result(out, result)
 
-    result["targets"] = evaluate_targets(result["sizes"])
     for name, t in result["targets"].items():
         print(f"target {name}: {t['status']}" + (f" ({t['value']:.3g})" if t["value"] is not None else ""))
-    out = args.out or Path(__file__).resolve().parent / "results" / ("cuda" if device.type == "cuda" else "cpu") / "interop.json"
-    write_result(out, result)
     ctx.release()
     return 0
 

@@ -164,3 +164,133 @@ def test_resize_reregisters(nv_ctx, interop):
     finally:
         interop.release(t2)
         t2.release()
+
+
+# ---- the whole render loop on the GPU ------------------------------------------------------------------------------
+# The tests above check the uploader alone; these run the real Engine (generator -> interop -> shaders -> sink) and
+# measure what the issue promises: CUPTI's record of every memcpy in a window of frames (torch.profiler with CUDA
+# activity) holds no host <-> device copy on the interop path, and torch's sync debug mode finds no host sync in it.
+
+from engine.control import Controller  # noqa: E402
+
+SMALL_SG2 = {"channel_base": 4096, "channel_max": 128}
+HOST_COPY = ("HtoD", "DtoH", "HtoA", "AtoH", "HtoH")
+
+
+class ProfileFrames(Controller):
+    """Profiles frames [first, last) of a real run: torch.profiler (CUPTI) records every memcpy and kernel; with
+    sync_errors, torch.cuda.set_sync_debug_mode("error") makes any torch-level host sync in those frames raise."""
+
+    def __init__(self, first: int, last: int, trace_path, *, sync_errors: bool = True):
+        self.first, self.last, self.trace_path, self.sync_errors = first, last, trace_path, sync_errors
+        self.prof = None
+
+    def before_frame(self, store, when):
+        if when.index == self.first:
+            torch.cuda.synchronize()  # earlier frames' work stays out of the window
+            self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+            self.prof.start()
+            if self.sync_errors:
+                torch.cuda.set_sync_debug_mode("error")
+
+    def after_frame(self, when, frame_stats):
+        if when.index == self.last - 1:
+            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.synchronize()
+            self.prof.stop()
+            self.prof.export_chrome_trace(str(self.trace_path))
+
+    def stop(self):
+        torch.cuda.set_sync_debug_mode("default")
+
+    def memcpys(self) -> list[tuple[str, int | None]]:
+        """(name, bytes) of every memcpy CUPTI saw in the window, e.g. ('Memcpy DtoA (Device -> Array)', 1048576)."""
+        import json
+
+        events = json.loads(self.trace_path.read_text())["traceEvents"]
+        return [(e["name"], e.get("args", {}).get("bytes")) for e in events if e.get("cat") == "gpu_memcpy"]
+
+    def host_copies(self) -> list[tuple[str, int | None]]:
+        return [(n, b) for n, b in self.memcpys() if any(k in n for k in HOST_COPY)]
+
+
+class GrabFrames(Controller):
+    """The generator's texture after every frame (what the shaders were given), read through GL."""
+
+    def __init__(self):
+        self.engine, self.frames = None, []
+
+    def after_frame(self, when, frame_stats):
+        self.frames.append(np.frombuffer(self.engine.pipeline.frame.texture.read(), np.uint8).astype(np.int16))
+
+
+def _run_engine(*, upload: str, frames: int, controllers=(), generator="stylegan2", size=256, backend="eager",
+                options=None, sets=()):
+    from engine.loop import Engine, RunOptions
+    from engine.params import ParamStore
+
+    opts = RunOptions(generator=generator, size=size, device="cuda", backend=backend, sinks=["null"], frames=frames,
+                      fps=30.0, clock="frame", quiet=True, upload=upload,
+                      generator_options=dict(SMALL_SG2 if options is None else options))
+    store = ParamStore()
+    for name, value in sets:
+        store.set(name, value)
+    eng = Engine(opts, store, list(controllers))
+    for c in controllers:
+        if isinstance(c, GrabFrames):
+            c.engine = eng
+    try:
+        eng.setup()
+        summary = eng.run()
+    finally:
+        eng.close()
+    return summary
+
+
+@pytest.mark.parametrize("backend", ["eager", "compile"])
+def test_engine_loop_on_interop_makes_no_host_copy_and_no_sync(tmp_path, backend):
+    prof = ProfileFrames(5, 25, tmp_path / "trace.json")
+    summary = _run_engine(upload="interop", frames=25, controllers=[prof], backend=backend)
+    assert summary["upload"]["path"] == "interop" and summary["upload"]["host_copies_per_frame"] == 0
+    assert summary["counters"].get("generator_errors", 0) == 0  # a sync raised inside the generator is counted here
+    copies = prof.memcpys()
+    assert any("DtoA" in n for n, _ in copies), f"the interop copy into the texture's array is missing: {copies[:10]}"
+    assert prof.host_copies() == [], prof.host_copies()[:10]
+
+
+def test_staged_loop_is_seen_copying_through_the_host(tmp_path):
+    """The measurement above can fail: on the staged path CUPTI sees one frame-sized DtoH per frame. (The staged
+    path waits for its DtoH before glTexSubImage by design, so sync errors stay off here.)"""
+    frames = 12
+    prof = ProfileFrames(2, 2 + frames, tmp_path / "trace.json", sync_errors=False)
+    summary = _run_engine(upload="staged", frames=2 + frames, controllers=[prof])
+    assert summary["upload"]["path"] == "staged"
+    big = [(n, b) for n, b in prof.host_copies() if "DtoH" in n and (b or 0) >= 256 * 256 * 3]
+    assert len(big) == frames, prof.host_copies()
+
+
+def test_interop_and_staged_loops_put_the_same_frames_in_the_texture():
+    a, b = GrabFrames(), GrabFrames()
+    sets = [("latent.speed", 3.0)]
+    _run_engine(upload="interop", frames=6, controllers=[a], sets=sets)
+    _run_engine(upload="staged", frames=6, controllers=[b], sets=sets)
+    assert len(a.frames) == len(b.frames) == 6
+    for i, (x, y) in enumerate(zip(a.frames, b.frames)):
+        assert np.abs(x - y).max() <= 1, f"frame {i}"  # the same generator's frames: at most fp16 rounding apart
+    assert np.abs(a.frames[5] - a.frames[0]).mean() > 1  # and they move
+
+
+def test_diffusion_feedback_loop_reads_back_through_interop(tmp_path):
+    """img2img feedback: the previous output goes from the GL texture back into the generator's CUDA tensor through
+    interop (AtoD), with no host copy, through the real render loop and a tiny random sd-turbo-shaped model."""
+    pytest.importorskip("diffusers")
+    from tiny_diffusion import SIZE, save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny-sd-turbo")
+    prof = ProfileFrames(5, 20, tmp_path / "trace.json")
+    summary = _run_engine(upload="interop", frames=20, controllers=[prof], generator=f"diffusion:{model}",
+                          size=SIZE, options={}, sets=[("source.mode", "feedback"), ("fx.perturb", 0.3)])
+    assert summary["upload"]["path"] == "interop" and summary["counters"].get("generator_errors", 0) == 0
+    names = [n for n, _ in prof.memcpys()]
+    assert any("AtoD" in n for n in names) and any("DtoA" in n for n in names), names[:10]
+    assert prof.host_copies() == [], prof.host_copies()[:10]
