@@ -271,6 +271,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
         store.update(values)
     except ParamError as e:
         raise UsageError(str(e)) from None
+    from engine.control.prompts import parse_prompt_list
+
+    parse_prompt_list(store.get("diffusion.prompt_list"))  # a bad starting list fails now, before a model loads
     controllers = []
     try:
         from engine.control import build_controllers

@@ -491,7 +491,8 @@ def test_default_port_busy_runs_without_osc_but_a_named_port_must_be_free():
         holder.close()
         holder = None  # something else holds 7000 already: just as good for this test
     try:
-        assert build_controllers({}) == []  # default port taken: warning, no OSC, no error
+        # default port taken: warning, no OSC, no error (the prompt list is always there, idle without a list)
+        assert [type(c).__name__ for c in build_controllers({})] == ["PromptList"]
         with pytest.raises(UsageError, match="--osc-port 7000: cannot listen on 127.0.0.1:7000"):
             build_controllers({"osc_port": 7000})
     finally:
@@ -510,7 +511,7 @@ def test_cli_flags_and_factory_validation(tmp_path):
     ns = p.parse_args(["--osc-port", "0", "--osc-out", "127.0.0.1:9001", "--osc-out", "[::1]:9002", "--thermal", "synthetic"])
     cs = build_controllers(ns)
     try:
-        assert [type(c).__name__ for c in cs] == ["ThermalSampler", "OscTelemetry"]
+        assert [type(c).__name__ for c in cs] == ["ThermalSampler", "PromptList", "OscTelemetry"]
     finally:
         for c in cs:
             c.stop()
@@ -559,6 +560,8 @@ def test_max_patch_is_a_valid_patcher_wired_to_real_addresses():
     assert set(prepends) <= addresses
     # seed 002's /z: a bang makes 512 values and sends them as one message (the server takes all values at once)
     assert "/engine/latent/z" in prepends and "uzi 512" in texts and "zl group 512" in texts
+    # seed 004's "new prompt" button: next / random entry of the prompt list
+    assert "/engine/diffusion/prompt_index" in prepends and "counter" in texts
     send = next(i for i, b in boxes.items() if b.get("text") == "udpsend 127.0.0.1 7000")
     into_send = {ln["patchline"]["source"][0] for ln in p["lines"] if ln["patchline"]["destination"][0] == send}
     assert {i for i, b in boxes.items() if b.get("text", "").startswith("prepend ")} <= into_send

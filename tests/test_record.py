@@ -90,7 +90,7 @@ def test_record_then_replay_gives_identical_snapshots_every_frame(tmp_path):
     port = free_udp_port()
     cs = build_controllers({"osc_port": port, "thermal": "synthetic:sine,lo=35,hi=90,period=0.8",
                             "map": str(tmp_path / "m.toml"), "record": str(rec), "preset_dir": str(tmp_path)})
-    assert [type(c).__name__ for c in cs] == ["ThermalSampler", "OscServer", "MappingEngine", "Recorder"]
+    assert [type(c).__name__ for c in cs] == ["ThermalSampler", "OscServer", "MappingEngine", "PromptList", "Recorder"]
     sampler = cs[0]
     client = SimpleUDPClient("127.0.0.1", port)
     temps = []
@@ -129,7 +129,7 @@ def test_record_then_replay_gives_identical_snapshots_every_frame(tmp_path):
     store2 = ParamStore()
     store2.update({"latent.psi": -3.0, "fx.feedback": 0.99, "latent.seed": 5})
     cs2 = build_controllers({"replay": str(rec), "osc_port": 0})
-    assert [type(c).__name__ for c in cs2] == ["Replayer"]
+    assert [type(c).__name__ for c in cs2] == ["Replayer", "PromptList"]
     replayed = run_frames(cs2, store2, 100, sleep=0)
     for i, (a, b) in enumerate(zip(snaps, replayed)):
         assert a == b, (i, diff(a, b))

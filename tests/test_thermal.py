@@ -174,7 +174,7 @@ def test_sampler_thread_keeps_the_last_sample_on_errors_and_latches_per_frame():
 
 def test_osc_fed_temperature_over_udp():
     cs = build_controllers({"osc_port": 0, "thermal": "osc"})
-    assert [type(c).__name__ for c in cs] == ["ThermalSampler"]  # --osc-port 0: no server
+    assert [type(c).__name__ for c in cs] == ["ThermalSampler", "PromptList"]  # --osc-port 0: no server
     for c in cs:
         c.stop()
     import socket
@@ -184,7 +184,7 @@ def test_osc_fed_temperature_over_udp():
     port = s.getsockname()[1]
     s.close()
     cs = build_controllers({"osc_port": port, "thermal": "osc"})
-    sampler, server = cs
+    sampler, server, _prompts = cs
     store = ParamStore()
     for c in cs:
         c.start(store, {})

@@ -567,6 +567,9 @@ def run_bench(opts: BenchOptions) -> BenchResult:
             mapping = MappingEngine(opts.map, feed=sampler)
             made.append(mapping)
             controllers.append(mapping)
+        from engine.control.prompts import PromptList
+
+        controllers.append(PromptList())  # a benchmarked show with a prompt list steps through it as engine run does
         if opts.target_fps is not None:
             clash = sorted(set(WATCHED) & set(mapping.mapped_paths())) if mapping is not None else []
             if clash:

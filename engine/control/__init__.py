@@ -120,8 +120,8 @@ def build_controllers(args: Any) -> list[Controller]:
     """The controllers for `engine run`, in the order the loop must call them:
 
         thermal sampler (latches this frame's sample) -> OSC server (applies accepted values)
-        -> replayer -> mapping engine (mapped values, LFOs) -> governor (--target-fps: caps cost)
-        -> recorder (records the final diff) -> telemetry (after_frame only)
+        -> replayer -> mapping engine (mapped values, LFOs) -> prompt list (diffusion.prompt_list)
+        -> governor (--target-fps: caps cost) -> recorder (records the final diff) -> telemetry (after_frame only)
 
     `args`: the argparse namespace (or a dict) with the flags of add_cli_arguments. Raises UsageError or
     SetupError with one line. Sockets are bound here, so a busy port fails before any model loads.
@@ -179,6 +179,10 @@ def build_controllers(args: Any) -> list[Controller]:
 
             mapping = MappingEngine(o["map"], feed=thermal)
             made.append(mapping)
+        from engine.control.prompts import PromptList
+
+        prompts = PromptList()  # idle unless diffusion.prompt_list is set (at start or live)
+        made.append(prompts)
         if o["target_fps"] is not None:
             from engine.control.governor import WATCHED, Governor
 
@@ -209,7 +213,7 @@ def build_controllers(args: Any) -> list[Controller]:
                 osc.preset_view = mapping.preset_view
             if recorder is not None:
                 osc.on_applied = recorder.record_osc
-        return [c for c in (thermal, osc, replayer, mapping, governor, recorder, telemetry) if c is not None]
+        return [c for c in (thermal, osc, replayer, mapping, prompts, governor, recorder, telemetry) if c is not None]
     except BaseException:
         for c in reversed(made):  # release sockets, NVML and files of the controllers already made
             try:

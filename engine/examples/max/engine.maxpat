@@ -1039,6 +1039,112 @@
      ],
      "text": "clear"
     }
+   },
+   {
+    "box": {
+     "id": "obj-58",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1100.0,
+      64.0,
+      230.0,
+      48.0
+     ],
+     "text": "prompt list (diffusion.prompt_list): next entry, or a random one; the engine fades over prompt_fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-59",
+     "maxclass": "button",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1100.0,
+      116.0,
+      24.0,
+      24.0
+     ],
+     "outlettype": [
+      "bang"
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-60",
+     "maxclass": "newobj",
+     "numinlets": 5,
+     "numoutlets": 4,
+     "patching_rect": [
+      1100.0,
+      148.0,
+      60.0,
+      22.0
+     ],
+     "outlettype": [
+      "int",
+      "",
+      "",
+      "int"
+     ],
+     "text": "counter"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-61",
+     "maxclass": "button",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1200.0,
+      116.0,
+      24.0,
+      24.0
+     ],
+     "outlettype": [
+      "bang"
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-62",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1200.0,
+      148.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "text": "random 1000"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-63",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1100.0,
+      280.0,
+      190.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/diffusion/prompt_index"
+    }
    }
   ],
   "lines": [
@@ -1502,6 +1608,66 @@
     "patchline": {
      "source": [
       "obj-56",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-59",
+      0
+     ],
+     "destination": [
+      "obj-60",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-60",
+      0
+     ],
+     "destination": [
+      "obj-63",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-61",
+      0
+     ],
+     "destination": [
+      "obj-62",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-62",
+      0
+     ],
+     "destination": [
+      "obj-63",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-63",
       0
      ],
      "destination": [
