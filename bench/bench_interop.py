@@ -54,7 +54,7 @@ def gl_context(device: torch.device):
     if device.type == "cuda":
         from engine.egl_device import egl_device_for_cuda
 
-        index, note = egl_device_for_cuda(device.index or 0)
+        index, note = egl_device_for_cuda(device.index if device.index is not None else torch.cuda.current_device())
         if index is not None:
             kwargs["device_index"] = index
     return moderngl.create_context(**kwargs), note
@@ -238,17 +238,23 @@ def main(argv: list[str] | None = None) -> int:
                 per[variant] = r
                 print(f"{size}px {variant}: {r['fps']:.1f} fps, frame median {r['frame_ms']['median']:.3f} ms "
                       f"p99 {r['frame_ms']['p99']:.3f} ms ({desc})")
+            except Exception as e:  # one variant failing (a compile error, OOM) must not lose the others
+                why = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                result["skipped"].append({"size": size, "variant": variant, "reason": f"failed: {why}"})
+                print(f"{size}px {variant}: failed ({why})")
             finally:
                 uploader.close()
+            # Written after every variant: a run stopped by a time limit keeps what it measured.
+            result["sizes"][str(size)] = per
+            result["targets"] = evaluate_targets(result["sizes"])
+            write_result(out, result)
         texture.release()
         generators.clear()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        result["sizes"][str(size)] = per
-        # Written after every size: a run stopped by a time limit keeps the sizes it finished.
-        result["targets"] = evaluate_targets(result["sizes"])
-        write_result(out, result)
 
+    result["targets"] = evaluate_targets(result["sizes"])
+    write_result(out, result)  # with the variants skipped after the last one measured
     for name, t in result["targets"].items():
         print(f"target {name}: {t['status']}" + (f" ({t['value']:.3g})" if t["value"] is not None else ""))
     ctx.release()

@@ -368,7 +368,7 @@ def probe_interop(device: torch.device | str | None = None) -> tuple[bool, str |
 
         from engine.egl_device import egl_device_for_cuda
 
-        index, egl_reason = egl_device_for_cuda(device.index or 0)
+        index, egl_reason = egl_device_for_cuda(device.index if device.index is not None else torch.cuda.current_device())
         kwargs: dict[str, Any] = {"standalone": True, "backend": "egl", "require": 330}
         if index is not None:
             kwargs["device_index"] = index

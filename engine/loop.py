@@ -132,6 +132,8 @@ class Engine:
         self.uploader, upload_reason = self._select_uploader()
         if upload_reason:
             log.warning("%s", upload_reason)
+        if g.output_dtype != torch.float32:  # the uploader prepared float32 frames; compile for this dtype now too
+            self.uploader.prepare(self.pipeline.frame.texture, "write", g.output_dtype)
 
         if g.wants_source:
             # Register the feedback texture with the uploader now, not on the first feedback frame.
@@ -190,7 +192,7 @@ class Engine:
             from engine.egl_device import egl_device_for_cuda
         except ImportError:
             return None
-        index, reason = egl_device_for_cuda(self.device.index or 0)
+        index, reason = egl_device_for_cuda(self.device.index)  # resolve_device gives CUDA devices their index
         if index is None and reason:
             log.warning("EGL/CUDA device matching: %s", reason)
         return index

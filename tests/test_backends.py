@@ -279,8 +279,10 @@ def test_capture_failure_falls_back_to_ungraphed():
 
     w = BackendRunner(Syncs().cuda(), "syncs", cuda_graphs=True)
     x = torch.ones(4, device="cuda")
+    before = torch.cuda.current_stream()
     torch.testing.assert_close(w(x), x * 4)
     assert w.graph_count == 0 and "capture failed" in w.notes[0] and w.ungraphed_calls == 1
+    assert torch.cuda.current_stream() == before  # the failed capture's stream does not stay current
 
 
 @pytest.mark.slow

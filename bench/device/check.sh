@@ -7,8 +7,8 @@
 #   2. GPU tests                pytest -m gpu: interop round trips bit-exact (RGBA8) / fp16 (RGBA16F), 1000 frames
 #                               with no memory growth, and the real render loop profiled with CUPTI: no host copy,
 #                               no host sync (eager and compile backends; diffusion feedback read back through interop)
-#   3. engine run stats         StyleGAN2 (config-f widths) 1024, compile + interop, unpaced: stats JSON
-#   4. bench_interop            StyleGAN2 512 and 1024: eager+staged, eager+interop, compiled+interop
+#   3. bench_interop            StyleGAN2 512 and 1024: eager+staged, eager+interop, compiled+interop
+#   4. engine run stats         StyleGAN2 (config-f widths) 1024, compile + interop, unpaced: stats JSON
 #   5. bench_diffusion          sd-turbo architecture (random weights) 512, the engine into the texture vs seed 001
 #   6. engine bench             StyleGAN2 1024 against the seed-002 way, with NVML telemetry
 # Everything lands in $OUT: log.txt (this whole output) and results.tgz (JSON, CSV, XML, PNG), to be unpacked here
@@ -25,10 +25,13 @@ STEPS=${STEPS:-"info tests run interop diffusion bench"}
 mkdir -p "$OUT"
 RES=$(mktemp -d)
 exec > >(tee -a "$OUT/log.txt") 2>&1
+tee_pid=$!
 started=$(date +%s)
 
 finish() {
   tar czf "$OUT/results.tgz" -C "$RES" . && echo "== results: $(tar tzf "$OUT/results.tgz" | grep -vc '/$') files in results.tgz"
+  exec >&- 2>&-
+  wait "$tee_pid" 2>/dev/null  # let tee write the log's last lines before the command returns
 }
 trap finish EXIT
 
@@ -44,7 +47,8 @@ step() {
   fi
   echo "== $name (limit ${limit} s, ${left} s left)"
   t0=$(date +%s)
-  timeout -k 10 "$limit" "$@"
+  # SIGINT first: pytest still writes its report, engine run its stats, the benchmarks keep what they wrote.
+  timeout -s INT -k 20 "$limit" "$@"
   rc=$?
   echo "== $name: exit $rc after $(($(date +%s) - t0)) s$([ $rc = 124 ] && echo ' (time limit)')"
   return 0
@@ -70,7 +74,7 @@ PY=${PYTHON:-python3}
 if [ "${SMALL:-0}" = 1 ]; then
   SG=128 SIZES="64" DIFF=64 FRAMES=5 WIDTHS="--channel-base 1024 --channel-max 32" DIFF_OPTS="--frames 3 --warmup 1 --skip-fullvae"
 else
-  SG=1024 SIZES="512 1024" DIFF=512 FRAMES=300 WIDTHS="" DIFF_OPTS=""
+  SG=1024 SIZES="512 1024" DIFF=512 FRAMES=100 WIDTHS="" DIFF_OPTS=""
 fi
 
 echo "== machine"
@@ -79,22 +83,24 @@ git log -1 --format='commit %H %s' 2>/dev/null || true
 nvidia-smi --query-gpu=name,driver_version,temperature.gpu,clocks.sm,clocks.mem,power.draw --format=csv 2>/dev/null \
   || echo "nvidia-smi: not here"
 $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
+$PY -m pip list 2>/dev/null | grep -iE "^(cuda-bindings|triton|moderngl|glcontext|diffusers|transformers|nvidia-ml-py) " || true
 
 # -- the checks, most important first --------------------------------------------------------------------------------
-step info 90 $PY -m engine info
+step info 60 $PY -m engine info
 
-step tests 300 $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml "$RES/gpu-tests.xml" \
+step tests 240 $PY -m pytest -q -p no:cacheprovider -o timeout=150 -m gpu -rs --junitxml "$RES/gpu-tests.xml" \
   tests/test_interop_gpu.py tests/test_backends.py tests/test_kernels.py tests/test_egl_device.py tests/test_stylegan2.py
 
-step run 150 $PY -m engine run --generator stylegan2 --size "$SG" --seconds 10 --fps 0 --sink null \
+# shellcheck disable=SC2086  # SIZES, WIDTHS and DIFF_OPTS are word lists
+step interop 200 $PY bench/bench_interop.py --sizes $SIZES --frames "$FRAMES" --warmup 20 --copy-iters 200 $WIDTHS \
+  --out "$RES/interop.json"
+
+step run 120 $PY -m engine run --generator stylegan2 --size "$SG" --seconds 10 --fps 0 --sink null \
   --osc-port 0 --quiet --stats-json "$RES/run-stylegan2-$SG.json"
 
-# shellcheck disable=SC2086  # SIZES, WIDTHS and DIFF_OPTS are word lists
-step interop 300 $PY bench/bench_interop.py --sizes $SIZES --frames "$FRAMES" $WIDTHS --out "$RES/interop.json"
+step diffusion 180 $PY bench/bench_diffusion.py --backend auto --size "$DIFF" $DIFF_OPTS --out "$RES/diffusion-$DIFF.json"
 
-step diffusion 240 $PY bench/bench_diffusion.py --backend auto --size "$DIFF" $DIFF_OPTS --out "$RES/diffusion-$DIFF.json"
-
-step bench 180 $PY -m engine bench --generator stylegan2 --size "$SG" --seconds 20 --compare seeds --quiet \
+step bench 120 $PY -m engine bench --generator stylegan2 --size "$SG" --seconds 15 --compare seeds --quiet \
   --out "$RES/bench-stylegan2-$SG"
 
 echo "== done in $(($(date +%s) - started)) s"

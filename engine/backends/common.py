@@ -212,6 +212,9 @@ class BackendRunner:
         inputs = [static[id(x)] for x in _tensor_leaves(args, kwargs)]
         device = inputs[0].device if inputs else torch.device("cuda", torch.cuda.current_device())
         t0 = time.perf_counter()
+        # torch.cuda.graph's __exit__ ends the capture before it leaves its capture stream: when the capture fails
+        # there, the capture stream would stay current for the rest of the process. Restore the caller's stream.
+        caller_stream = torch.cuda.current_stream(device)
         try:
             # Warm-up on a side stream (as torch.cuda.graphs documents): the first compiled call compiles and
             # autotunes, cuDNN picks algorithms, lazy buffers get allocated, none of which may happen in capture.
@@ -226,6 +229,7 @@ class BackendRunner:
                 output = self._run(s_args, s_kwargs)
             torch.cuda.current_stream(device).synchronize()  # capture happens at setup (or on a new signature)
         except Exception as e:  # a sync, a CPU op or an unsupported kernel inside: run this signature ungraphed
+            torch.cuda.set_stream(caller_stream)
             self._graphs[key] = None
             self.notes.append(f"{self.role}: CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
             log.warning("%s", self.notes[-1])

@@ -33,6 +33,8 @@ class Generator(abc.ABC):
     name: str = "generator"
     #: True for img2img generators: the loop passes the source image (feedback, camera, ...) each frame.
     wants_source: bool = False
+    #: dtype of the frames it returns: the uploader compiles its layout kernel for it at setup, not on frame 0.
+    output_dtype: torch.dtype = torch.float32
 
     def __init__(self, height: int, width: int, device: torch.device):
         self.height = int(height)

@@ -345,6 +345,7 @@ class DiffusionGenerator(Generator):
         self.model_name = model_name
         self.vae_name = vae_name
         self.dtype = dtype
+        self.output_dtype = dtype  # frames come out of the VAE decoder in the model's dtype
         # The backends' precision search tries fp16/bf16/fp32 on CUDA; the model was loaded in its dtype on
         # purpose (an fp16 checkpoint, or the user's dtype option), so that is the only candidate.
         self.backend_dtypes = (dtype,)
