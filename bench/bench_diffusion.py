@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
     ap.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA, fp32 on CPU)|fp16|bf16|fp32")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    ap.add_argument("--backend", default="auto", help="engine backend for the engine contenders: auto|eager|compile")
+    ap.add_argument("--backend", default="auto", help="engine backend for the engine contenders: auto|eager|compile|tensorrt")
     ap.add_argument("--skip-fullvae", action="store_true", help="leave out the seed001_fullvae contender")
     ap.add_argument("--machine", default="", help="a name for the machine, recorded in the JSON")
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default bench/results/<cpu|cuda>/diffusion-<size>.json)")

@@ -111,8 +111,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--quiet", action="store_true", default=S, help="no live status line")
     e = p.add_argument_group("execution")
     e.add_argument("--device", default=S, metavar="auto|cpu|cuda[:N]", help="where the generator runs (default auto: CUDA if available)")
-    e.add_argument("--backend", default=S, metavar="auto|eager|compile",
-                   help="how the generator runs: eager PyTorch, or compile (torch.compile + CUDA graphs). auto = compile on CUDA, eager on CPU")
+    e.add_argument("--backend", default=S, metavar="auto|eager|compile|tensorrt",
+                   help="how the generator runs: eager PyTorch, compile (torch.compile + CUDA graphs), or tensorrt "
+                        "(TensorRT engines, built on first use and cached; see engine trt). auto = compile on CUDA, eager on CPU")
     e.add_argument("--upload", choices=("auto", "staged", "interop"), default=S,
                    help="generator -> texture path: interop (CUDA-GL, zero host copies), staged (through host memory), auto = interop when possible")
     try:
@@ -161,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Measure the frame path (generator, upload, shaders, sink) frame by frame with GPU "
                                     "telemetry at 10 Hz; write frames.csv, telemetry.csv, summary.json and report.png.")
     add_bench_arguments(be)
+
+    # `engine trt` (trt_build.cli.cmd_trt; torch and TensorRT are imported only when it runs).
+    from trt_build.cli import add_trt_arguments
+
+    tr = sub.add_parser("trt", help="export the generator to ONNX and build TensorRT engines ahead of a show",
+                        description="Record the generator's module calls, export each to ONNX and build a TensorRT plan "
+                                    "for it, cached by weights, shapes, precision, versions and GPU; engine run "
+                                    "--backend tensorrt loads them.")
+    add_trt_arguments(tr)
     return parser
 
 
@@ -349,6 +359,10 @@ def _extra_command(name: str):
         from engine.benchmark import cmd_bench
 
         return cmd_bench
+    if name == "trt":
+        from trt_build.cli import cmd_trt
+
+        return cmd_trt
     raise UsageError(f"unknown command {name!r}; see `engine --help`")
 
 

@@ -82,6 +82,20 @@ def _interop_info(cuda: dict[str, Any], gl: dict[str, Any]) -> dict[str, Any]:
     return {"available": ok, "reason": reason}
 
 
+def _tensorrt_info() -> dict[str, Any]:
+    """Is a TensorRT builder importable (for --backend tensorrt and engine trt)? ONNX export works without it."""
+    from importlib.util import find_spec
+
+    onnx = all(find_spec(m) is not None for m in ("onnx", "onnxscript"))
+    try:
+        from trt_build.builder import import_tensorrt
+
+        trt = import_tensorrt()
+        return {"available": True, "version": str(trt.__version__), "onnx_export": onnx}
+    except Exception as e:  # SetupError with the install hint; a broken install raises anything
+        return {"available": False, "reason": str(e), "onnx_export": onnx}
+
+
 def _generator_info(spec: str, size: int | None) -> dict[str, Any]:
     from engine.generators import create_generator
 
@@ -110,6 +124,7 @@ def collect_info(generator: str | None = None, size: int | None = None) -> dict[
         "cuda": cuda,
         "nvml": _nvml_info(),
         "interop": _interop_info(cuda, gl),
+        "tensorrt": _tensorrt_info(),
         "sinks": {k: {"available": ok, "reason": why} for k, (ok, why) in availability().items()},
     }
     if gen is not None:
@@ -135,6 +150,10 @@ def format_info(d: dict[str, Any]) -> str:
         lines.append(f"NVML:    unavailable ({nv['reason']})")
     io = d["interop"]
     lines.append("Interop: " + ("CUDA-GL zero-copy available" if io["available"] else f"not available: {io['reason']}"))
+    trt = d["tensorrt"]
+    export = "ONNX export available" if trt["onnx_export"] else "ONNX export needs pip install onnx onnxscript"
+    lines.append("TensorRT: " + (f"{trt['version']} (--backend tensorrt, engine trt); {export}" if trt["available"]
+                                 else f"not installed: --backend tensorrt unavailable; engine trt --onnx-only works; {export}"))
     lines.append("Sinks:")
     for kind, s in d["sinks"].items():
         lines.append(f"  {kind:8s} {'available' if s['available'] else 'unavailable: ' + s['reason']}")

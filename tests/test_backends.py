@@ -81,8 +81,9 @@ def test_resolve_backend_names():
     assert resolve_backend("auto", torch.device("cpu")) == "eager"
     assert resolve_backend("auto", torch.device("cuda")) == "compile"
     assert resolve_backend("compile", torch.device("cpu")) == "compile"
-    with pytest.raises(UsageError, match="TensorRT"):
-        resolve_backend("tensorrt", torch.device("cpu"))
+    assert resolve_backend("tensorrt", torch.device("cpu")) == "tensorrt"  # refused when applied, with the reason
+    with pytest.raises(UsageError, match="spelled tensorrt"):
+        resolve_backend("trt", torch.device("cpu"))
     with pytest.raises(UsageError, match="unknown backend 'fast'"):
         apply_backend(TinyGenerator(), "fast")
 

@@ -4,8 +4,9 @@ the backend again, outside the render loop.
 
     eager    the module as written; float32 on CPU, half precision on CUDA where a checked frame allows it
     compile  torch.compile (inductor); on CUDA also max-autotune kernels and CUDA graph replay (compiled.py)
+    tensorrt TensorRT engines built by trt_build (ONNX -> plan, cached by weights, shapes, precision, versions and
+             GPU), run on torch's stream; CUDA only, TensorRT installed (tensorrt.py)
     auto     compile on CUDA, eager on CPU
-TensorRT is a later issue.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import torch
 
 from engine.errors import UsageError
 
-BACKENDS = ("auto", "eager", "compile")
+BACKENDS = ("auto", "eager", "compile", "tensorrt")
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
     """The concrete backend for `name` on `device` (auto -> compile on CUDA, eager on CPU)."""
     if name not in BACKENDS:
-        hint = " (TensorRT is not implemented yet)" if name.lower() in ("tensorrt", "trt") else ""
+        hint = " (TensorRT is spelled tensorrt)" if name.lower() == "trt" else ""
         raise UsageError(f"unknown backend {name!r}{hint}; use {', '.join(BACKENDS)}")
     if name == "auto":
         return "compile" if torch.device(device).type == "cuda" else "eager"
@@ -49,6 +50,10 @@ def apply_backend(generator, name: str = "auto", *, dtype="auto", channels_last:
         from engine.backends.eager import apply_eager
 
         gen, desc = apply_eager(generator, dtype=dtype, channels_last=channels_last)
+    elif resolved == "tensorrt":
+        from engine.backends.tensorrt import apply_tensorrt
+
+        gen, desc = apply_tensorrt(generator, precision=dtype or "auto", variants=variants)
     else:
         from engine.backends.compiled import apply_compiled
 

@@ -62,9 +62,17 @@ def call_key(args: tuple, kwargs: dict) -> Any:
 
 
 def _describe(key: Any) -> str:
-    """A call key for a log line: the tensor shapes, e.g. '(3, 4, 64, 64) float16'."""
-    leaves = tree_flatten(key)[0] if key is not None else []
-    shapes = [f"{tuple(x)}" for x in leaves if isinstance(x, torch.Size)]
+    """A call key for a log line: the tensor shapes and dtypes, e.g. '(1, 512) float32, () float32'."""
+    shapes: list[str] = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, tuple) and len(x) == 3 and isinstance(x[0], torch.Size):  # a tensor's _leaf_key
+            shapes.append(f"{tuple(x[0])} {str(x[1]).removeprefix('torch.')}")
+        elif isinstance(x, (tuple, list)):
+            for y in x:
+                walk(y)
+
+    walk(key)
     return ", ".join(shapes) or "non-tensor arguments"
 
 

@@ -38,7 +38,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--generator", default=S, metavar="SPEC", help="stylegan2, a StyleGAN network file, or diffusion:MODEL (default stylegan2)")
     g.add_argument("--size", type=_positive_int, default=S, metavar="N", help="output size (default: the generator's own)")
     g.add_argument("--device", default=S, metavar="auto|cpu|cuda[:N]", help="where the generator runs (default auto)")
-    g.add_argument("--backend", default=S, metavar="auto|eager|compile", help="as for engine run (default auto: compile on CUDA, eager on CPU)")
+    g.add_argument("--backend", default=S, metavar="auto|eager|compile|tensorrt", help="as for engine run (default auto: compile on CUDA, eager on CPU)")
     g.add_argument("--upload", choices=("auto", "staged", "interop"), default=S, help="generator -> texture path (default auto)")
     g.add_argument("--sink", action="append", default=S, metavar="SPEC", help="where frames go (repeatable; default null: the frame path without an output)")
     g.add_argument("--config", default=S, metavar="FILE.toml", help="an engine run config: its [run] options, [generator] options and parameter groups")

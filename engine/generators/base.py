@@ -62,6 +62,13 @@ class Generator(abc.ABC):
         """Setup check of the show's starting parameters: raise UsageError (one line) for what the live path would
         only warn about (a layer edit naming no parameter, a raw z of the wrong length). Default: nothing to check."""
 
+    @property
+    def weights_edited(self) -> bool:
+        """True while live parameters have changed the modules' weights or buffers from their setup values (layer
+        edits, network blending, StyleGAN3's input transform). A backend that bakes weights into an engine
+        (TensorRT) runs the module eagerly meanwhile. Default: never."""
+        return False
+
     def shape_variants(self, base: Params) -> list[Params]:
         """Parameter snapshots that change the shapes the modules see (e.g. diffusion steps -> UNet batch), for a
         compiled backend to prepare at setup when a live control (the governor) will move between them. Default:

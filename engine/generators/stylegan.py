@@ -463,6 +463,10 @@ class StyleGANGenerator(Generator):
         self.weights.apply(t, self._edits, amounts, blend.other if blend is not None else None)
 
     @property
+    def weights_edited(self) -> bool:
+        return bool(self.weights.touched) or (self.name == "stylegan3" and any(self._transform))
+
+    @property
     def hooks_active(self) -> bool:
         """True while layer view or bending has forward hooks on the synthesis network. A compiled/graphed
         backend should run eagerly then: hooks are added and removed live, and the layer view stops the
