@@ -96,6 +96,22 @@ def test_cache_keys_follow_weights_shapes_and_target(tmp_path):
                    Target("fp16", "10.9.0", "NVIDIA GeForce RTX 4090 (sm_89)"), Target("fp16", "10.9.0", "NVIDIA H200 (sm_90)", workspace_gb=4)):
         e = entry(tiny_sg2(), target)
         assert e.onnx_key == a.onnx_key and e.plan_key != a.plan_key  # same graph, another plan
+    # a timing cache belongs to one TensorRT version on one GPU model, whatever the precision
+    assert Target("fp32", "10.9.0", "NVIDIA H200 (sm_90)").timing_cache_name == t16.timing_cache_name
+    assert Target("fp16", "10.10.0", "NVIDIA H200 (sm_90)").timing_cache_name != t16.timing_cache_name
+
+
+def test_auto_precision_is_the_weights_own():
+    from trt_build.prepare import resolve_precision
+
+    g = tiny_sg2()
+    assert resolve_precision("auto", g) == "fp32"  # StyleGAN's fp16 layers need their own pre-normalisation
+    assert resolve_precision("fp16", g) == "fp16"
+    for m in g.modules().values():
+        m.half()
+    assert resolve_precision("auto", g) == "fp16"
+    with pytest.raises(SetupError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", g)
 
 
 def test_an_export_that_fails_is_one_line_and_leaves_nothing_that_looks_cached(tmp_path, monkeypatch):

@@ -30,12 +30,20 @@ def import_tensorrt():
     return trt
 
 
+_LOGGER = None
+
+
 def _logger(trt):
-    return trt.Logger(trt.Logger.WARNING)
+    """One logger for the process: TensorRT keeps the first one it is given and warns about any other."""
+    global _LOGGER
+    if _LOGGER is None:
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
 
 
 def _progress_monitor(trt, label: str):
-    """A tqdm bar per build phase (TensorRT >= 10's IProgressMonitor); None where it is missing."""
+    """A tqdm bar per build phase (TensorRT >= 10's IProgressMonitor); None where it is missing. An exception in a
+    callback would cancel the build (TensorRT reads it as "stop"), so the callbacks swallow their own errors."""
     if not hasattr(trt, "IProgressMonitor"):
         return None
     from tqdm import tqdm
@@ -44,79 +52,123 @@ def _progress_monitor(trt, label: str):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
             self.bars: dict[str, Any] = {}
+            self.parents: dict[str, str | None] = {}
 
         def phase_start(self, phase_name, parent_phase, num_steps):
-            depth = 0
-            p = parent_phase
-            while p is not None and p in self.bars:
-                depth += 1
-                p = getattr(self.bars[p], "_parent", None)
-            bar = tqdm(total=num_steps, desc=f"{label}: {phase_name}", position=depth, leave=False, dynamic_ncols=True)
-            bar._parent = parent_phase
-            self.bars[phase_name] = bar
+            try:
+                depth, p = 0, parent_phase
+                while p is not None and p in self.parents:
+                    depth, p = depth + 1, self.parents[p]
+                self.parents[phase_name] = parent_phase
+                self.bars[phase_name] = tqdm(total=num_steps, desc=f"{label}: {phase_name}", position=depth,
+                                             leave=False, dynamic_ncols=True)
+            except Exception:
+                pass
 
         def step_complete(self, phase_name, step):
-            bar = self.bars.get(phase_name)
-            if bar is not None:
-                bar.n = step + 1
-                bar.refresh()
+            try:
+                bar = self.bars.get(phase_name)
+                if bar is not None:
+                    bar.n = step + 1
+                    bar.refresh()
+            except Exception:
+                pass
             return True  # False would cancel the build
 
         def phase_finish(self, phase_name):
-            bar = self.bars.pop(phase_name, None)
-            if bar is not None:
+            try:
+                self.parents.pop(phase_name, None)
+                bar = self.bars.pop(phase_name, None)
+                if bar is not None:
+                    bar.close()
+            except Exception:
+                pass
+
+        def close(self):
+            for bar in self.bars.values():
                 bar.close()
+            self.bars.clear()
 
     return Monitor()
 
 
+def _write_atomically(path: Path, data) -> None:
+    """Write through a unique temporary file, flushed to disk, then rename: a build killed half-way, or two
+    builds racing, never leave a file that looks complete."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(memoryview(data))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def build_plan(onnx_path: Path, plan_path: Path, *, precision: str, workspace_gb: float = 8.0,
                optimization_level: int = 3, timing_cache: Path | None = None, label: str = "") -> float:
-    """Build `plan_path` from `onnx_path`. Returns seconds taken. SetupError (one line, the parser's first error)
-    when the graph cannot be parsed or built."""
+    """Build `plan_path` from `onnx_path` on the current CUDA device. Returns seconds taken. SetupError (one line,
+    the parser's first error) when the graph cannot be parsed or built. timing_cache: a file for this TensorRT
+    version and GPU (cache.Target.timing_cache_name); a cache TensorRT refuses is ignored and rewritten."""
     trt = import_tensorrt()
     logger = _logger(trt)
     builder = trt.Builder(logger)
     flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # required before TensorRT 10, implied after
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # required before TensorRT 10, ignored after
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, logger)  # kept alive through the build: it owns the parsed weights
     if not parser.parse_from_file(str(onnx_path)):  # reads model.onnx.data beside it
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise SetupError(f"TensorRT could not parse {onnx_path}: {errors[0] if errors else 'unknown error'}")
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        if hasattr(t, "is_shape_tensor") and t.is_shape_tensor:
+            raise SetupError(f"{onnx_path}: input {t.name} feeds a shape computation; engine inputs must be device tensors")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if hasattr(config, "builder_optimization_level"):
         config.builder_optimization_level = int(optimization_level)
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "bf16":
-        config.set_flag(trt.BuilderFlag.BF16)
+    # Precision flags (deprecated from TensorRT 10.12 in favour of strongly typed networks, still honoured).
+    if precision in ("fp16", "bf16"):
+        flag = getattr(trt.BuilderFlag, precision.upper(), None)
+        if flag is None:
+            raise SetupError(f"this TensorRT ({trt.__version__}) has no {precision} builder flag; use --precision fp16 or fp32")
+        config.set_flag(flag)
     elif precision != "fp32":
         raise SetupError(f"unknown TensorRT precision {precision!r}; use fp16, bf16 or fp32")
     cache = None
     if timing_cache is not None:
         blob = timing_cache.read_bytes() if timing_cache.exists() else b""
         cache = config.create_timing_cache(blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            cache = config.create_timing_cache(b"")  # another GPU's or a damaged cache: start a fresh one
+            if cache is not None and not config.set_timing_cache(cache, ignore_mismatch=False):
+                cache = None
     monitor = _progress_monitor(trt, label or onnx_path.parent.name)
     if monitor is not None:
         config.progress_monitor = monitor
     t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if monitor is not None:
+            monitor.close()
     if serialized is None:
         raise SetupError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
-    tmp = plan_path.with_suffix(".plan.tmp")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, plan_path)  # a build killed half-way never leaves a plan that looks complete
+    _write_atomically(plan_path, serialized)
     if cache is not None:
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+        _write_atomically(timing_cache, cache.serialize())  # the cache object the build filled
     return time.perf_counter() - t0
 
 
 def load_plan(plan_path: Path):
-    """(runtime, engine) for a serialized plan; SetupError when this TensorRT or GPU cannot run it."""
+    """(runtime, engine) for a serialized plan, on the current CUDA device; SetupError when this TensorRT or GPU
+    cannot run it."""
     trt = import_tensorrt()
     runtime = trt.Runtime(_logger(trt))
     engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())

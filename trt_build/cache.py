@@ -4,8 +4,9 @@ An artefact is found again only when everything that shaped it is the same (NVID
 its engines by model and shapes; StreamDiffusion's cache left the resolution out and served 512 px engines at other
 sizes). Two keys:
 
-    onnx key   the module's weights (content hash of every parameter and buffer), its class, the call signature
-               (shapes, dtypes, the Python values baked in), torch's version and the ONNX opset;
+    onnx key   the module's weights (content hash of every parameter and buffer), its class and the source file
+               that defines it, the call signature (shapes, dtypes, the Python values baked in), the exporter's
+               versions (torch, onnxscript) and the ONNX opset;
     plan key   the onnx key plus the precision, the builder settings, TensorRT's version and the GPU (name and
                compute capability): a plan runs only on the GPU model and TensorRT release it was built for.
 
@@ -16,8 +17,10 @@ CACHE = $ENGINE_CACHE_DIR/trt, else ~/.cache/engine/trt.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,29 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def source_digest(module: torch.nn.Module) -> str:
+    """sha256 of the file that defines the module's class: a fix to the network code is a new graph."""
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(type(module)) or "").read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return "unknown"
+
+
+def _version(dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:
+        return "none"
+
+
+def signature_text(key: Any) -> str:
+    """The call signature for the key: shapes, dtypes, Python values; the device's type but not its index (the
+    graph is the same on cuda:0 and cuda:1; the plan key names the GPU)."""
+    return re.sub(r"device\(type='(\w+)'(?:, index=\d+)?\)", r"\1", repr(key))
+
+
 def _digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -60,6 +86,11 @@ class Target:
     gpu: str  # e.g. "NVIDIA H200 (sm_90)", "cpu" without CUDA
     workspace_gb: float = 8.0
     optimization_level: int = 3
+
+    @property
+    def timing_cache_name(self) -> str:
+        """Timing caches are only valid for one TensorRT version on one GPU model."""
+        return f"timing-{_digest({'tensorrt': self.tensorrt, 'gpu': self.gpu})[:16]}.cache"
 
     @classmethod
     def here(cls, precision: str, device: torch.device, **settings: Any) -> "Target":
@@ -114,8 +145,10 @@ def entry_for(call: Call, target: Target, root: Path, *, digest: str | None = No
     onnx_parts = {
         "weights": digest or weights_digest(module),
         "class": f"{type(module).__module__}.{type(module).__qualname__}",
-        "signature": repr(call.key),
+        "source": source_digest(module),
+        "signature": signature_text(call.key),
         "torch": torch.__version__,
+        "onnxscript": _version("onnxscript"),
         "opset": OPSET,
     }
     onnx_key = _digest(onnx_parts)

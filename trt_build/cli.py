@@ -25,7 +25,8 @@ def add_trt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                    help="where the generator is built and exported (default auto); plans need CUDA")
     p.add_argument("--precision", default="auto", choices=("auto", "fp16", "bf16", "fp32"),
-                   help="TensorRT precision (default auto: fp16 on CUDA)")
+                   help="TensorRT precision (default auto: the weights' own precision, fp16 for a diffusion model loaded in fp16, "
+                        "fp32 with TF32 for StyleGAN)")
     p.add_argument("--config", default=None, metavar="FILE.toml", help="take generator options from its [generator] table")
     p.add_argument("--variants", action="store_true",
                    help="also the shapes the governor moves between (diffusion steps 1-4, StyleGAN2 render scale): "

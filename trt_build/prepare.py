@@ -34,12 +34,21 @@ class Prepared:
         return self.entry.plan.exists()
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, generator) -> str:
+    """auto = the precision the modules' weights are in: the diffusion model's fp16 stays fp16; a float32 network
+    (StyleGAN, whose own fp16 layers pre-normalise to avoid overflow, which a weakly typed fp16 build would not do)
+    builds in fp32, where TensorRT still uses TF32 tensor cores. --precision fp16 forces half precision; the setup
+    check against the float32 eager frame catches a build that loses the picture."""
     if precision not in PRECISIONS:
         raise SetupError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return precision
+    if precision != "auto":
+        return precision
+    dtypes = {p.dtype for m in generator.modules().values() for p in m.parameters() if p.is_floating_point()}
+    if dtypes == {torch.float16}:
+        return "fp16"
+    if dtypes == {torch.bfloat16}:
+        return "bf16"
+    return "fp32"
 
 
 def prepare(generator, *, precision: str = "auto", cache_dir: str | Path | None = None, variants=(),
@@ -48,7 +57,7 @@ def prepare(generator, *, precision: str = "auto", cache_dir: str | Path | None 
     `build`, built into a TensorRT plan: from the cache when the same inputs made them before. `say` gets one line
     per step (the CLI prints them). SetupError (one line) on a failed export, check or build."""
     root = cache_root(cache_dir)
-    target = Target.here(resolve_precision(precision, generator.device), generator.device, **settings)
+    target = Target.here(resolve_precision(precision, generator), generator.device, **settings)
     calls = record_calls(generator, variants)
     digests: dict[int, str] = {}
     out: list[Prepared] = []
@@ -92,9 +101,10 @@ def prepare(generator, *, precision: str = "auto", cache_dir: str | Path | None 
                     from trt_build.builder import build_plan
 
                     t0 = time.perf_counter()
-                    seconds = build_plan(entry.onnx, entry.plan, precision=target.precision,
-                                         workspace_gb=target.workspace_gb, optimization_level=target.optimization_level,
-                                         timing_cache=root / "timing.cache", label=call.describe())
+                    with torch.cuda.device(generator.device):  # TensorRT builds on the current device
+                        seconds = build_plan(entry.onnx, entry.plan, precision=target.precision,
+                                             workspace_gb=target.workspace_gb, optimization_level=target.optimization_level,
+                                             timing_cache=root / target.timing_cache_name, label=call.describe())
                     entry.write_manifest(precision=target.precision, tensorrt=target.tensorrt, gpu=target.gpu,
                                          built_s=round(seconds, 1), built_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
                     p.notes.append(f"plan built in {time.perf_counter() - t0:.0f} s ({entry.plan.name})")

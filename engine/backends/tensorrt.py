@@ -49,12 +49,21 @@ class LoadedPlan:
         trt = import_tensorrt()
         call = prepared.call
         self.describe = call.describe()
-        self.runtime, self.engine = load_plan(prepared.entry.plan)
-        self.context = self.engine.create_execution_context()
+        with torch.cuda.device(device):
+            self.runtime, self.engine = load_plan(prepared.entry.plan)
+            self.context = self.engine.create_execution_context()
+        # TensorRT on the default stream adds device syncs of its own (execute_async_v3's documentation), and the
+        # loop runs on the default stream: the plan runs on its own stream, ordered with the caller's by events.
+        self.stream = torch.cuda.Stream(device)
+        self._inputs_ready = torch.cuda.Event()
+        self._outputs_ready = torch.cuda.Event()
+        device_loc = getattr(getattr(trt, "TensorLocation", None), "DEVICE", None)
         names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
         names_in, names_out = io_names(call)
 
         def buffer(name: str, like: torch.Tensor) -> torch.Tensor:
+            if device_loc is not None and self.engine.get_tensor_location(name) != device_loc:
+                raise SetupError(f"{self.describe}: the plan wants {name} in host memory (a shape input); not supported")
             shape = tuple(self.engine.get_tensor_shape(name))
             if shape != tuple(like.shape):
                 raise SetupError(f"{self.describe}: the plan's {name} has shape {shape}, the module {tuple(like.shape)}; "
@@ -72,11 +81,16 @@ class LoadedPlan:
         self.result = tree_unflatten(self.returned, call.output_spec)
 
     def run(self, fed: list[torch.Tensor]) -> Any:
+        caller = torch.cuda.current_stream()
         for dst, x in zip(self.inputs, fed):
             if dst is not None and dst.data_ptr() != x.data_ptr():
                 dst.copy_(x)
-        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+        self._inputs_ready.record(caller)
+        self.stream.wait_event(self._inputs_ready)
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError(f"TensorRT could not enqueue {self.describe}")
+        self._outputs_ready.record(self.stream)
+        caller.wait_event(self._outputs_ready)  # the caller's later work (and the next frame's copies) waits
         for out, ret in zip(self.outputs, self.returned):
             if ret is not out:
                 ret.copy_(out)
