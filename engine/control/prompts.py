@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.control import Controller
+from engine.control.mapping import curve_value
 from engine.control.ratelimit import LogLimiter
 from engine.errors import UsageError
 from engine.params import ParamStore
@@ -56,11 +57,6 @@ def parse_prompt_list(spec: str) -> tuple[list[str], Path | None]:
         where = f"{str(path)!r} has" if path is not None else "the list has"
         raise UsageError(f"diffusion.prompt_list: {where} no prompts (blank lines and # comments are skipped)")
     return prompts, path
-
-
-def _smoothstep(x: float) -> float:
-    x = min(max(x, 0.0), 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 class PromptList(Controller):
@@ -147,7 +143,7 @@ class PromptList(Controller):
     def _mix(self, t: float, fade: float) -> float:
         if fade <= 0:
             return 1.0
-        return _smoothstep((t - self._fade_from_t) / fade)
+        return curve_value("smoothstep", (t - self._fade_from_t) / fade)
 
     def stats(self) -> dict[str, Any]:
         if not self._prompts and not self._errors:
