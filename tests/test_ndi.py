@@ -247,8 +247,11 @@ def test_engine_run_streams_over_ndi(ndi_env, tmp_path):
         matched.append(j)
     # Each received frame is a distinct engine frame, in order: nothing repeated, nothing reordered.
     assert matched == sorted(matched) and len(set(matched)) == len(matched), matched
-    # ... and the stream has no holes once connected (loopback, engine at 4 fps).
-    assert matched[-1] - matched[0] + 1 - len(matched) <= 1, f"frames missing from the stream: {matched}"
+    # ... and the stream has no holes once connected (loopback, engine at 4 fps) beyond one, and those the sink
+    # counted as dropped: its queue never blocks the render loop, so a stall of the machine may cost frames, but
+    # each is counted in the stats (a frame lost between sender and receiver is not).
+    holes = matched[-1] - matched[0] + 1 - len(matched)
+    assert holes <= 1 + ndi_stats["dropped"], f"frames missing from the stream: {matched}; sink stats {ndi_stats}"
 
     # Frame rate: what the receiver sees equals the rate the engine ran at (paced to --fps when it keeps up).
     arrival_rate = (len(got) - 1) / (got[-1].arrival - got[0].arrival)
