@@ -69,8 +69,9 @@ def cmd_trt(ns: argparse.Namespace) -> int:
             raise SetupError(f"{e} (the ONNX graphs are ready in {root}; --onnx-only skips this step)") from None
     prepared = prepare(generator, precision=ns.precision, cache_dir=root, variants=variants, build=build,
                        check=ns.check, say=lambda line: print("  " + line))
-    what = "plans" if build else "ONNX graphs"
-    print(f"engine trt: {len(prepared)} {what} ready; run with --backend tensorrt" if build else
-          f"engine trt: {len(prepared)} {what} ready in {root}")
+    if build:
+        print(f"engine trt: {len(prepared)} plans ready; run with --backend tensorrt")
+    else:
+        print(f"engine trt: {len(prepared)} ONNX graphs ready in {root}")
     sys.stdout.flush()
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from trt_build.record import Call
+from trt_build.record import Call, is_fed
 
 OPSET = 18
 
@@ -22,7 +22,7 @@ class BoundCall(torch.nn.Module):
         super().__init__()
         self.inner = call.module
         leaves, self._spec = tree_flatten((call.args, call.kwargs))
-        fed = [isinstance(x, torch.Tensor) and x.numel() > 0 for x in leaves]  # Call.fed, in the same order
+        fed = [is_fed(x) for x in leaves]  # Call.fed, in the same order
         self._slots = [i for i, f in enumerate(fed) if f]
         self._leaves = [None if f else x for x, f in zip(leaves, fed)]
 

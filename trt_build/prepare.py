@@ -29,10 +29,6 @@ class Prepared:
     entry: Entry
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def plan_ready(self) -> bool:
-        return self.entry.plan.exists()
-
 
 def resolve_precision(precision: str, generator) -> str:
     """auto = the precision the modules' weights are in: the diffusion model's fp16 stays fp16; a float32 network
@@ -81,17 +77,16 @@ def prepare(generator, *, precision: str = "auto", cache_dir: str | Path | None 
                 try:
                     diff = check_onnx(call, entry.onnx)
                 except Exception as e:  # e.g. an fp16 graph with an op ONNX Runtime's CPU kernels lack
-                    diff = None
                     p.notes.append(f"check could not run in ONNX Runtime ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
-                if diff is None:
-                    if not p.notes or not p.notes[-1].startswith("check could not run"):
-                        p.notes.append("check skipped (pip install onnxruntime; bfloat16 graphs cannot be checked)")
                 else:
-                    tol = CHECK_TOLERANCE.get(call.outputs[0].dtype, 1e-3)
-                    if not diff <= tol:
-                        raise SetupError(f"{call.describe()}: ONNX Runtime differs from PyTorch by {diff:.3g} (> {tol:g}); "
-                                         f"the export is wrong: delete {entry.folder} and report it")
-                    p.notes.append(f"ONNX Runtime matches PyTorch: max |diff| {diff:.2g}")
+                    if diff is None:
+                        p.notes.append("check skipped (pip install onnxruntime; bfloat16 graphs cannot be checked)")
+                    else:
+                        tol = CHECK_TOLERANCE.get(call.outputs[0].dtype, 1e-3)
+                        if not diff <= tol:
+                            raise SetupError(f"{call.describe()}: ONNX Runtime differs from PyTorch by {diff:.3g} (> {tol:g}); "
+                                             f"the export is wrong: delete {entry.folder} and report it")
+                        p.notes.append(f"ONNX Runtime matches PyTorch: max |diff| {diff:.2g}")
             if build:
                 if entry.plan.exists():
                     p.notes.append(f"plan cached ({entry.plan.name})")

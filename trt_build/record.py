@@ -11,9 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._pytree import TreeSpec, tree_flatten
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from engine.backends.common import _describe, _tensor_leaves, call_key, render_frame
+
+
+def is_fed(x: Any) -> bool:
+    """Is this call argument an engine input? Tensors with data are; empty ones (e.g. the (1, 0) label of an
+    unconditional StyleGAN) carry none and are baked into the graph like the Python values. The exporter and the
+    TensorRT runner both select inputs with this, so their orders agree."""
+    return isinstance(x, torch.Tensor) and x.numel() > 0
 
 
 @dataclass
@@ -34,9 +41,8 @@ class Call:
 
     @property
     def fed(self) -> list[torch.Tensor]:
-        """The inputs an engine takes: the call's tensors but empty ones (e.g. the (1, 0) label of an unconditional
-        StyleGAN), which carry no data and are baked into the graph like the Python values."""
-        return [x for x in self.inputs if x.numel() > 0]
+        """The inputs an engine takes (is_fed), in call order."""
+        return [x for x in self.inputs if is_fed(x)]
 
 
 def _detached(x: Any) -> Any:
@@ -58,7 +64,7 @@ class _Recorder:
             raise TypeError(f"{self.role}: a call with arguments that cannot be exported (not tensors or plain values)")
         if key not in self.calls:
             leaves, spec = tree_flatten((args, kwargs))
-            args_c, kwargs_c = torch.utils._pytree.tree_unflatten([_detached(x) for x in leaves], spec)
+            args_c, kwargs_c = tree_unflatten([_detached(x) for x in leaves], spec)
             out_leaves, out_spec = tree_flatten(out)
             if not all(isinstance(x, torch.Tensor) for x in out_leaves):
                 raise TypeError(f"{self.role}: returns something other than tensors; it cannot become an engine")

@@ -173,10 +173,7 @@ class BackendRunner:
             # (compiled code specialises on it with dynamic=False). Compiling or capturing now would stall the show
             # for seconds (minutes with max-autotune): it runs eager instead, every time.
             self.eager_calls += 1
-            if key not in self._noted and len(self.notes) < 16:
-                self._noted.add(key)
-                self.notes.append(f"{self.role}: a call signature not prepared at setup runs eager: {_describe(key)}")
-                log.warning("%s", self.notes[-1])
+            self._note_once(key, f"{self.role}: a call signature not prepared at setup runs eager: {_describe(key)}")
             return self._run(args, kwargs, self._eager)
         if not self.sealed:
             self._prepared.add(key)
@@ -198,6 +195,13 @@ class BackendRunner:
         g.graph.replay()
         self.replays += 1
         return g.output
+
+    def _note_once(self, key: Any, message: str) -> None:
+        """A note (and one warning) per key: why calls of that kind do not take the fast path."""
+        if key not in self._noted and len(self.notes) < 16:
+            self._noted.add(key)
+            self.notes.append(message)
+            log.warning("%s", message)
 
     def _may_capture(self, key: Any) -> bool:
         """Capture a graph for a new signature? Not when it was tried before or the module has MAX_GRAPHS already."""

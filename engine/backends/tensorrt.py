@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_unflatten
 
 from engine.backends.common import BackendRunner, _describe, _tensor_leaves, call_key, compare, install, render_frame, uninstall
 from engine.errors import SetupError
+from trt_build.record import is_fed
 
 log = logging.getLogger("engine.backends")
 
@@ -120,13 +121,7 @@ class TensorRTRunner(BackendRunner):
             self._note_once(key, f"{self.role}: a call signature not prepared at setup runs eager: {_describe(key)}")
             return self._run(args, kwargs, self._eager)
         self.engine_calls += 1
-        return plan.run([x for x in _tensor_leaves(args, kwargs) if x.numel() > 0])
-
-    def _note_once(self, key: Any, message: str) -> None:
-        if key not in self._noted and len(self.notes) < 16:
-            self._noted.add(key)
-            self.notes.append(message)
-            log.warning("%s", message)
+        return plan.run([x for x in _tensor_leaves(args, kwargs) if is_fed(x)])
 
 
 def apply_tensorrt(generator, *, precision: str = "auto", variants=(), cache_dir=None) -> tuple[object, str]:
