@@ -93,6 +93,7 @@ class NDIReceiver:
     """
 
     POLL_S = 0.003
+    STALL_S = 0.1  # a gap between two polls this long means this thread was held up (GIL, GC, a loaded machine)
 
     def __init__(self, name: str, timeout: float = 20.0):
         from cyndilib import Finder, Receiver, RecvBandwidth, RecvColorFormat, VideoFrameSync
@@ -117,6 +118,10 @@ class NDIReceiver:
         self.receiver.frame_sync.set_video_frame(self.video)
         self.receiver.connect_to(self.source)
         self.frames: list[Received] = []
+        # Gaps between polls of STALL_S or more, in seconds. FrameSync keeps only the newest frame, so a receiver
+        # that stalls for longer than a frame period loses frames the sender did send: the receiver's gap, not the
+        # stream's (the tests count them apart from the sender's drops).
+        self.stalls: list[float] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ndi-test-receiver", daemon=True)
@@ -126,7 +131,12 @@ class NDIReceiver:
         from cyndilib import FrameFormat
 
         last_stamp = None
+        last_poll = time.monotonic()
         while not self._stop.wait(self.POLL_S):
+            polled = time.monotonic()
+            if polled - last_poll >= self.STALL_S:
+                self.stalls.append(polled - last_poll)
+            last_poll = polled
             self.receiver.frame_sync.capture_video(FrameFormat.progressive)
             w, h = self.video.xres, self.video.yres
             if w == 0 or h == 0:

@@ -247,11 +247,14 @@ def test_engine_run_streams_over_ndi(ndi_env, tmp_path):
         matched.append(j)
     # Each received frame is a distinct engine frame, in order: nothing repeated, nothing reordered.
     assert matched == sorted(matched) and len(set(matched)) == len(matched), matched
-    # ... and the stream has no holes once connected (loopback, engine at 4 fps) beyond one, and those the sink
-    # counted as dropped: its queue never blocks the render loop, so a stall of the machine may cost frames, but
-    # each is counted in the stats (a frame lost between sender and receiver is not).
+    # ... and the stream has no holes once connected (loopback, engine at 4 fps) beyond one, those the sink counted
+    # as dropped (its queue never blocks the render loop) and those that fell into a stall of this test's receiver
+    # thread (FrameSync keeps only the newest frame; measured, not assumed). A frame lost while both ends kept up
+    # still fails.
     holes = matched[-1] - matched[0] + 1 - len(matched)
-    assert holes <= 1 + ndi_stats["dropped"], f"frames missing from the stream: {matched}; sink stats {ndi_stats}"
+    receiver_missed = sum(int(gap * fps) for gap in rx.stalls)
+    assert holes <= 1 + ndi_stats["dropped"] + receiver_missed, (
+        f"frames missing from the stream: {matched}; sink stats {ndi_stats}; receiver stalls {rx.stalls}")
 
     # Frame rate: what the receiver sees equals the rate the engine ran at (paced to --fps when it keeps up).
     arrival_rate = (len(got) - 1) / (got[-1].arrival - got[0].arrival)
