@@ -39,9 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_diffusion.write_tokenizer: a CLIP BPE tokenizer built offline
 
+from common import cpu_threads, machine_info, summarize_ms, write_result  # noqa: E402  (before torch: engine.threads)
 import torch  # noqa: E402
-
-from common import machine_info, summarize_ms, write_result  # noqa: E402
 
 # stabilityai/sd-turbo unet/config.json (SD 2.1-base architecture)
 SD_TURBO_UNET = dict(
@@ -82,14 +81,14 @@ def build(device: torch.device, dtype: torch.dtype):
     import transformers
     from tiny_diffusion import write_tokenizer
 
-    from engine.generators.diffusion import _to
+    from engine.generators.diffusion import cast_module
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    unet = _to(diffusers.UNet2DConditionModel(**SD_TURBO_UNET), device, dtype).eval()
-    text = _to(transformers.CLIPTextModel(transformers.CLIPTextConfig(**SD_TURBO_TEXT)), device, dtype).eval()
-    taesd = _to(diffusers.AutoencoderTiny(), device, dtype).eval()
-    vae = _to(diffusers.AutoencoderKL(**SD_VAE), device, dtype).eval()
+    unet = cast_module(diffusers.UNet2DConditionModel(**SD_TURBO_UNET), device, dtype).eval()
+    text = cast_module(transformers.CLIPTextModel(transformers.CLIPTextConfig(**SD_TURBO_TEXT)), device, dtype).eval()
+    taesd = cast_module(diffusers.AutoencoderTiny(), device, dtype).eval()
+    vae = cast_module(diffusers.AutoencoderKL(**SD_VAE), device, dtype).eval()
     tok_dir = Path(tempfile.mkdtemp(prefix="bench-tok-"))
     write_tokenizer(tok_dir)
     tokenizer = transformers.CLIPTokenizer.from_pretrained(tok_dir)
@@ -100,7 +99,7 @@ def build(device: torch.device, dtype: torch.dtype):
 
 
 def time_engine(gen, frames: int, warmup: int, device: torch.device) -> tuple[dict, dict]:
-    from engine.generators import FrameTime
+    from engine.clock import FrameTime
     from engine.params import Params, with_values
 
     snap = with_values(Params(), {"diffusion.prompt": PROMPT, "diffusion.strength": 0.5, "diffusion.steps": 1, "diffusion.guidance": 1.0})
@@ -128,7 +127,7 @@ def time_engine(gen, frames: int, warmup: int, device: torch.device) -> tuple[di
 
 def time_engine_texture(gen, frames: int, warmup: int, device: torch.device) -> dict:
     """The render loop with this generator: feedback source from the GL texture, output into it, shaders."""
-    from engine.generators import FrameTime
+    from engine.clock import FrameTime
     from engine.loop import Engine, RunOptions
     from engine.params import ParamStore
     from engine.stats import STAGES
@@ -178,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5, help="untimed frames first (default 5)")
     ap.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
     ap.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA, fp32 on CPU)|fp16|bf16|fp32")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the engine's choice, engine/threads.py)")
     ap.add_argument("--backend", default="auto", help="engine backend for the engine contenders: auto|eager|compile|tensorrt")
     ap.add_argument("--skip-fullvae", action="store_true", help="leave out the seed001_fullvae contender")
     ap.add_argument("--machine", default="", help="a name for the machine, recorded in the JSON")
@@ -187,12 +186,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import diffusers
 
-    from engine.generators.diffusion import DiffusionGenerator, _pick_dtype
+    from engine.generators.diffusion import DiffusionGenerator, pick_dtype
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cpu_threads.apply(args.threads)
     device = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else ("cpu" if args.device == "auto" else args.device))
-    dtype = _pick_dtype(args.dtype, device)
+    dtype = pick_dtype(args.dtype, device)
     unet, text, taesd, vae, tokenizer, scheduler = build(device, dtype)
 
     gen = DiffusionGenerator(unet=unet, vae=taesd, text_encoders=[text], tokenizers=[tokenizer], alphas_cumprod=scheduler.alphas_cumprod,

@@ -28,11 +28,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import machine_info, summarize_ms, write_result  # noqa: E402  (before torch: engine.threads)
 import torch  # noqa: E402
-from common import machine_info, summarize_ms, write_result  # noqa: E402
 
 from engine.backends import apply_backend  # noqa: E402
-from engine.generators import FrameTime, create_generator  # noqa: E402
+from engine.clock import FrameTime  # noqa: E402
+from engine.generators import create_generator  # noqa: E402
 from engine.params import Params  # noqa: E402
 from engine.upload import StagedUpload  # noqa: E402
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_info, summarize_ms, write_result  # noqa: E402
+from common import cpu_threads, machine_info, summarize_ms, write_result  # noqa: E402
 
-from engine.generators import FrameTime  # noqa: E402
+from engine.clock import FrameTime  # noqa: E402
 from engine.loop import Engine, RunOptions  # noqa: E402
 from engine.stats import STAGES  # noqa: E402
 
@@ -60,7 +60,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--out", type=Path, default=None, help="JSON result path")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the engine's choice, engine/threads.py)")
     a = ap.parse_args()
+    cpu_threads.apply(a.threads)
     results = []
     for size in a.sizes:
         r = bench_size(size, a.seconds, a.warmup, a.device, a.backend)

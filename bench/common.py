@@ -9,9 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from engine import threads as cpu_threads
 from engine.machine import cpu_model, gpu_telemetry, machine_info
 
-__all__ = ["cpu_model", "gpu_telemetry", "machine_info", "summarize_ms", "write_result"]
+# The engine's CPU thread choice (engine/threads.py) holds for the bench scripts as for `engine run`: OpenMP's wait
+# settings are made before torch loads (each script imports this module first), the count when a script calls
+# cpu_threads.apply(); machine_info() records both.
+cpu_threads.prepare_process()
+
+__all__ = ["cpu_model", "cpu_threads", "gpu_telemetry", "machine_info", "summarize_ms", "write_result"]
 
 
 def summarize_ms(samples: list[float] | np.ndarray) -> dict[str, float | None]:

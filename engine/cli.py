@@ -19,64 +19,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine import __version__
+from engine import threads as cpu_threads
 from engine.errors import EngineError, UsageError
+from engine.options import (
+    RUN_DEFAULTS,
+    Parser,
+    add_threads_argument,
+    assignment,
+    config_run_options,
+    non_negative_float,
+    parse_value,
+    positive_int,
+    threads_option,
+)
 
 log = logging.getLogger("engine")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (argparse prints the whole usage block otherwise)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return v
-
-
-def _assignment(text: str) -> tuple[str, str]:
-    key, eq, value = text.partition("=")
-    if not eq or not key:
-        raise argparse.ArgumentTypeError(f"expected GROUP.NAME=VALUE (e.g. fx.feedback=0.2), got {text!r}")
-    return key.strip(), value.strip()
-
-
-# Options of `engine run` that may also come from the config file's [run] table: dest -> default.
-RUN_DEFAULTS: dict[str, Any] = {
-    "generator": "stylegan2",
-    "size": None,
-    "seed": None,
-    "psi": None,
-    "frames": None,
-    "seconds": None,
-    "sink": [],
-    "device": "auto",
-    "backend": "auto",
-    "upload": "auto",
-    "fps": 30.0,
-    "clock": "auto",
-    "stats_json": None,
-    "set": [],
-    "source": None,
-    "quiet": False,
-}
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,26 +41,26 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to render")
     g.add_argument("--generator", default=S, metavar="SPEC",
                    help="stylegan2 (built-in, no download), a StyleGAN network file (.pkl/.pt/.safetensors), or diffusion:MODEL (default: stylegan2)")
-    g.add_argument("--size", type=_positive_int, default=S, metavar="N",
+    g.add_argument("--size", type=positive_int, default=S, metavar="N",
                    help="output size in pixels, square (default: the generator's own; 256 for the built-in stylegan2)")
     g.add_argument("--seed", type=int, default=S, metavar="N", help="start seed: latent.seed for StyleGAN, diffusion.seed for diffusion (default 0)")
     g.add_argument("--psi", type=float, default=S, metavar="F", help="truncation psi (parameter latent.psi; default 1)")
-    g.add_argument("--set", type=_assignment, action="append", default=S, metavar="GROUP.NAME=VALUE",
+    g.add_argument("--set", type=assignment, action="append", default=S, metavar="GROUP.NAME=VALUE",
                    help="set any live parameter at start (repeatable), e.g. --set fx.feedback=0.3; `engine info --params` lists them")
     g.add_argument("--source", default=S, metavar="SPEC",
                    help="img2img input for diffusion (parameter source.mode, switchable live): feedback (default), camera[:INDEX|FILE], "
                         "ndi[:NAME], image:PATH, noise")
     g.add_argument("--config", default=S, metavar="FILE.toml", help="TOML config: [run] options, [generator] options and parameter groups")
     d = p.add_argument_group("how long")
-    d.add_argument("--frames", type=_positive_int, default=S, metavar="N", help="stop after N frames (default: run until Ctrl-C)")
-    d.add_argument("--seconds", type=_non_negative_float, default=S, metavar="S",
+    d.add_argument("--frames", type=positive_int, default=S, metavar="N", help="stop after N frames (default: run until Ctrl-C)")
+    d.add_argument("--seconds", type=non_negative_float, default=S, metavar="S",
                    help="stop after S seconds (show time: with the frame clock, S x fps frames)")
     o = p.add_argument_group("output")
     o.add_argument("--sink", action="append", default=S, metavar="SPEC",
                    help="where frames go (repeatable): null, window[:fullscreen], file:out.mp4, file:frames/%%05d.png, "
                         "ndi[:NAME], spout[:NAME], syphon[:NAME], v4l2[:/dev/videoN] "
                         "(default: window when a display exists, else null)")
-    o.add_argument("--fps", type=_non_negative_float, default=S, metavar="F",
+    o.add_argument("--fps", type=non_negative_float, default=S, metavar="F",
                    help="frame rate: live runs are paced to it, files and NDI are stamped with it, the frame clock steps 1/F (default 30; 0 = unpaced)")
     o.add_argument("--clock", choices=("auto", "wall", "frame"), default=S,
                    help="show time: wall (real time) or frame (index / fps, reproducible). auto = frame when every sink is file/null, else wall")
@@ -116,6 +73,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "(TensorRT engines, built on first use and cached; see engine trt). auto = compile on CUDA, eager on CPU")
     e.add_argument("--upload", choices=("auto", "staged", "interop"), default=S,
                    help="generator -> texture path: interop (CUDA-GL, zero host copies), staged (through host memory), auto = interop when possible")
+    add_threads_argument(e, default=S)
     try:
         from engine.control import add_cli_arguments
     except ImportError:  # control layer not present in this build
@@ -124,10 +82,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="engine", description="Real-time GPU-native render engine for live visuals.")
+    parser = Parser(prog="engine", description="Real-time GPU-native render engine for live visuals.")
     parser.add_argument("--version", action="version", version=f"engine {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     run = sub.add_parser("run", help="render a live stream", description="Render frames and publish them to sinks.")
     add_run_arguments(run)
@@ -136,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Print GL renderer, CUDA device, NVML, interop and sink availability.")
     info.add_argument("--params", action="store_true", help="list every live parameter: address, type, range, default")
     info.add_argument("--generator", metavar="SPEC", help="describe a generator (architecture, layers) without running it")
-    info.add_argument("--size", type=_positive_int, metavar="N", help="size to build --generator at")
+    info.add_argument("--size", type=positive_int, metavar="N", help="size to build --generator at")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.add_argument("--markdown", action="store_true", help="with --params: the README's Markdown table")
 
@@ -146,14 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "load it live with --set stylegan.w_file=PATH.")
     pr.add_argument("image", type=Path, help="target image (any PIL format; centre-cropped to a square)")
     pr.add_argument("--generator", default="stylegan2", metavar="SPEC", help="stylegan2 or a network file (.pkl/.pt/.safetensors)")
-    pr.add_argument("--size", type=_positive_int, default=None, metavar="N", help="size to render at (default: the network's own)")
+    pr.add_argument("--size", type=positive_int, default=None, metavar="N", help="size to render at (default: the network's own)")
     pr.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to optimise (default auto: CUDA if available)")
-    pr.add_argument("--steps", type=_positive_int, default=300, metavar="N", help="optimisation steps (default 300; NVlabs uses 1000)")
+    pr.add_argument("--steps", type=positive_int, default=300, metavar="N", help="optimisation steps (default 300; NVlabs uses 1000)")
     pr.add_argument("--mode", choices=("w", "w+"), default="w", help="w: one w for all layers (NVlabs); w+: one per layer (closer fit)")
     pr.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
     pr.add_argument("--seed", type=int, default=0, help="seed of the exploration noise")
     pr.add_argument("--out", type=Path, default=None, metavar="PATH", help="latent file to write, .npz or .pt (default IMAGE_STEM.w.npz beside the image)")
     pr.add_argument("--save-image", type=Path, default=None, metavar="PNG", help="also write the projected image")
+    add_threads_argument(pr)
 
     # `engine bench` (engine.benchmark.cmd_bench; torch, matplotlib and tqdm are imported only when it runs).
     from engine.benchmark import add_bench_arguments
@@ -163,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "telemetry at 10 Hz; write frames.csv, telemetry.csv, summary.json and report.png.")
     add_bench_arguments(be)
 
-    # `engine trt` (trt_build.cli.cmd_trt; torch and TensorRT are imported only when it runs).
-    from trt_build.cli import add_trt_arguments
+    # `engine trt` (engine.trt_build.cli.cmd_trt; torch and TensorRT are imported only when it runs).
+    from engine.trt_build.cli import add_trt_arguments
 
     tr = sub.add_parser("trt", help="export the generator to ONNX and build TensorRT engines ahead of a show",
                         description="Record the generator's module calls, export each to ONNX and build a TensorRT plan "
@@ -186,11 +145,11 @@ def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from engine.loop import RunOptions
 
     given = vars(ns)
-    extra_defaults = _control_defaults()
-    all_options = set(RUN_DEFAULTS) | set(extra_defaults)
+    all_options = config_run_options()
     cfg = load_config(given["config"], all_options) if given.get("config") else None
 
-    merged: dict[str, Any] = {**RUN_DEFAULTS, **extra_defaults}
+    # Live-control options stay absent unless given: build_controllers fills their defaults and tells given ones apart.
+    merged: dict[str, Any] = dict(RUN_DEFAULTS)
     if cfg is not None:
         merged.update(cfg.run)
     merged.update({k: v for k, v in given.items() if k in all_options})
@@ -239,36 +198,9 @@ def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
         values.update(parse_source_spec(str(merged["source"])))
     for key, value in merged["set"] or []:
-        values[key] = _parse_value(value)
+        values[key] = parse_value(value)
     merged_ns = argparse.Namespace(**merged)
     return opts, values, merged_ns
-
-
-def _control_defaults() -> dict[str, Any]:
-    """Defaults of the options the control layer adds (so they can come from [run] in the config too)."""
-    p = argparse.ArgumentParser(add_help=False)
-    try:
-        from engine.control import add_cli_arguments
-    except ImportError:
-        return {}
-    add_cli_arguments(p)
-    return {a.dest: a.default for a in p._actions if a.dest != "help"}
-
-
-def _parse_value(text: str) -> Any:
-    """--set values: numbers and comma-separated vectors are parsed, everything else stays text (validated by
-    the parameter's own spec)."""
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    if "," in text:
-        try:
-            return [float(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            pass
-    return text
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -276,6 +208,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from engine.params import ParamError, ParamStore
 
     opts, values, merged = resolve_run_options(ns)
+    cpu_threads.apply(*threads_option(merged.threads, ns))
     store = ParamStore()
     try:
         store.update(values)
@@ -329,8 +262,13 @@ def _spec_json(s) -> dict[str, Any]:
     return {"address": s.address, "path": s.path, "type": s.kind, "range": s.range_text(), "default": s.default, "doc": s.doc}
 
 
+#: Commands that merge a config file's [run] table (which may set threads) and apply the thread choice themselves.
+_THREADS_AFTER_CONFIG = ("run", "bench")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    cpu_threads.prepare_process()  # OpenMP reads its wait settings when torch loads: before anything imports it
     parser = build_parser()
     try:
         ns = parser.parse_args(argv)
@@ -341,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"run": cmd_run, "info": cmd_info}.get(ns.command)
         if handler is None:
             handler = _extra_command(ns.command)
+        if ns.command not in _THREADS_AFTER_CONFIG:
+            cpu_threads.apply(getattr(ns, "threads", None))
         return handler(ns)
     except EngineError as e:
         sys.stderr.write(f"engine: error: {e}\n")
@@ -360,7 +300,7 @@ def _extra_command(name: str):
 
         return cmd_bench
     if name == "trt":
-        from trt_build.cli import cmd_trt
+        from engine.trt_build.cli import cmd_trt
 
         return cmd_trt
     raise UsageError(f"unknown command {name!r}; see `engine --help`")

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from engine import __version__
+from engine import threads as cpu_threads
 
 
 def _gl_info() -> dict[str, Any]:
@@ -88,7 +89,7 @@ def _tensorrt_info() -> dict[str, Any]:
 
     onnx = all(find_spec(m) is not None for m in ("onnx", "onnxscript"))
     try:
-        from trt_build.builder import import_tensorrt
+        from engine.trt_build.builder import import_tensorrt
 
         trt = import_tensorrt()
         return {"available": True, "version": str(trt.__version__), "onnx_export": onnx}
@@ -120,6 +121,7 @@ def collect_info(generator: str | None = None, size: int | None = None) -> dict[
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,
+        "cpu_threads": cpu_threads.current(),
         "gl": gl,
         "cuda": cuda,
         "nvml": _nvml_info(),
@@ -134,6 +136,12 @@ def collect_info(generator: str | None = None, size: int | None = None) -> dict[
 
 def format_info(d: dict[str, Any]) -> str:
     lines = [f"engine {d['engine']}  python {d['python']}  torch {d['torch']}  {d['platform']}"]
+    th = d["cpu_threads"]
+    if th.get("threads") is not None:
+        lines.append(f"CPU:     torch uses {th['threads']} of {th['cores']} usable cores ({th['reason']})"
+                     + (f"; {th['wait_note']}" if th.get("wait_note") else ""))
+    else:
+        lines.append(f"CPU:     {th['cores']} usable cores; engine run would use {th['would_choose']} ({th['would_choose_reason']})")
     gl = d["gl"]
     lines.append("GL:      " + (f"{gl['renderer']} | {gl['version']} ({gl['context']})" if gl["available"] else f"unavailable: {gl['reason']}"))
     cuda = d["cuda"]

@@ -7,7 +7,7 @@ host_copies_per_frame = 0), so the loop does not care which path it has. `select
 How (cuda-bindings runtime API; torch and cuda-bindings share the device's primary CUDA context):
     setup      cudaGraphicsGLRegisterImage(texture.glo, GL_TEXTURE_2D, flags) once per texture, plus one
                preallocated (H, W, 4) staging tensor per texture in the texture's format (uint8 / float16).
-    per frame  on torch's current stream: fused layout kernel (kernels.layout.to_rgba) into the staging tensor,
+    per frame  on torch's current stream: fused layout kernel (engine.kernels.layout.to_rgba) into the staging tensor,
                cudaGraphicsMapResources -> cudaGraphicsSubResourceGetMappedArray -> cudaMemcpy2DToArrayAsync
                (device to device) -> cudaGraphicsUnmapResources. No registration, allocation or host sync.
                Map waits for GL's pending work on the texture and unmap orders GL's later draws after the copy,
@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from engine.errors import SetupError
+from engine.kernels.layout import from_rgba, to_rgba
 from engine.upload import StagedUpload, texture_dtype
-from kernels.layout import from_rgba, to_rgba
 
 GL_TEXTURE_2D = 0x0DE1
 # cuda-bindings releases known to break GL interop (shared/notes/facts.md): 12.9.3 returns a null handle from

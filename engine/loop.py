@@ -22,11 +22,13 @@ from typing import Any
 
 import torch
 
+from engine import threads as cpu_threads
+from engine.clock import FrameTime
 from engine.control import Controller
 from engine.control.ratelimit import LogLimiter
 from engine.devices import resolve_device
 from engine.errors import SetupError, UsageError
-from engine.generators import FrameTime, Generator, create_generator
+from engine.generators import Generator, create_generator
 from engine.gl import GL, Pipeline, Readback
 from engine.params import ParamStore
 from engine.sinks import parse_sink
@@ -179,6 +181,7 @@ class Engine:
             "size": [w, h],
             "clock": self.clock,
             "fps_target": o.fps,
+            "cpu_threads": cpu_threads.current(),
         }
         self.stats.info.update(self.info)
         for c in self.controllers:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine import threads as cpu_threads
+
 
 def cpu_model() -> str:
     try:
@@ -64,6 +66,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
+        "cpu_threads": cpu_threads.current(),
         # Other work on the machine skews CPU timings: record how busy it was.
         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -179,14 +179,14 @@ class Stats:
         if extra:
             data.update(extra)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
+        path.write_text(json.dumps(jsonable(data), indent=2, sort_keys=True) + "\n")
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, (np.floating, np.integer)):

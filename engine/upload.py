@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kernels.layout import from_rgba, to_rgba
+from engine.kernels.layout import from_rgba, to_rgba
 
 
 def texture_dtype(texture) -> torch.dtype:

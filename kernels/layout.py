@@ -8,7 +8,7 @@
 truncated to uint8 (the seeds' `img * 127.5 + 128).clamp(0, 255).to(torch.uint8)`).
 
 `to_rgba` / `from_rgba` are what the uploaders call: on CUDA they run one fused Triton kernel
-(kernels.layout_triton, same numerics, bit-identical bytes) when triton imports, otherwise the torch reference.
+(engine.kernels.layout_triton, same numerics, bit-identical bytes) when triton imports, otherwise the torch reference.
 CPU tensors always take the torch path (Triton has no CPU backend; tests run the kernels through its interpreter).
 """
 
@@ -43,7 +43,7 @@ def from_rgba_torch(rgba: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 _triton_state: dict[str, object] = {}
 
 
-def _foreign_llvm_loaded() -> str | None:
+def foreign_llvm_loaded() -> str | None:
     """The path of a system libLLVM already mapped into this process (Mesa's llvmpipe loads one with its GL
     context), or None. Importing triton (which carries its own LLVM) after it segfaults the process (seen with
     Mesa 22.3 / LLVM 15 and triton 3.9); triton first, then Mesa, works."""
@@ -58,21 +58,21 @@ def _foreign_llvm_loaded() -> str | None:
 
 
 def _triton_module():
-    """kernels.layout_triton, or None when triton is missing, broken or cannot be loaded safely (then the torch
+    """engine.kernels.layout_triton, or None when triton is missing, broken or cannot be loaded safely (then the torch
     path is used, and `triton_unavailable_reason()` says why). Imported on first use, not at import: triton is
     optional and slow to import."""
     if "module" not in _triton_state:
         import sys
 
-        llvm = None if "triton" in sys.modules else _foreign_llvm_loaded()
+        llvm = None if "triton" in sys.modules else foreign_llvm_loaded()
         if llvm is not None:
             _triton_state["module"] = None
             _triton_state["reason"] = (f"triton not loaded: {llvm} (Mesa GL) is already in this process and triton's "
-                                       "own LLVM would crash it; call kernels.layout.preload_triton() before creating "
+                                       "own LLVM would crash it; call engine.kernels.layout.preload_triton() before creating "
                                        "the GL context")
             return None
         try:
-            from kernels import layout_triton
+            from engine.kernels import layout_triton
 
             _triton_state["module"] = layout_triton
         except Exception as exc:  # ImportError, or a triton that fails to initialise (no driver, bad install)

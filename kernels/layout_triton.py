@@ -1,17 +1,17 @@
-"""Triton kernels for the layout conversion in kernels.layout (import this module lazily: it imports triton).
+"""Triton kernels for the layout conversion in engine.kernels.layout (import this module lazily: it imports triton).
 
 One fused pass per direction instead of the torch reference's 4-5 kernels (permute-copy, mul, add, clamp, fill):
 
     to_rgba   : image (1, 3, H, W) fp32/fp16/bf16, any strides -> out (H, W, 4) uint8 or float16, contiguous
     from_rgba : rgba (H, W, 4) uint8 or float16, any strides   -> out (1, 3, H, W) float, any strides
 
-Numerics are those of kernels.layout.to_rgba_torch / from_rgba_torch, operation for operation (fp32 math, a
+Numerics are those of engine.kernels.layout.to_rgba_torch / from_rgba_torch, operation for operation (fp32 math, a
 separate rounding after each multiply and add, truncation to uint8), so the uint8 result is bit-identical. The
 launches pass enable_fp_fusion=False because a fused multiply-add rounds once, and (x * 127.5 + 128) truncated to a
 byte can then differ from torch's two-rounding result by one step at exact integer boundaries.
 
 On CPU these kernels only run under the Triton interpreter (TRITON_INTERPRET=1 set before this module is
-imported); the dispatcher in kernels.layout never routes CPU tensors here.
+imported); the dispatcher in engine.kernels.layout never routes CPU tensors here.
 """
 
 from __future__ import annotations

@@ -12,9 +12,17 @@ import torch._dynamo  # noqa: F401  imports triton now, at collection: triton af
 import torch.nn.functional as F
 
 from engine.backends import apply_backend, resolve_backend
-from engine.backends.common import MAX_GRAPHS, BackendRunner, call_key, install, render_frame, runner_of
+from engine.backends.common import (
+    MAX_GRAPHS,
+    BackendRunner,
+    call_key,
+    install,
+    render_frame,
+    runner_of,
+)
+from engine.clock import FrameTime
 from engine.errors import SetupError, UsageError
-from engine.generators.base import FrameTime, Generator
+from engine.generators.base import Generator
 from engine.params import Params
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -220,7 +228,8 @@ def test_compile_on_cpu_matches_eager():
 
 @pytest.mark.slow
 def test_compile_tiny_stylegan_matches_eager_on_cpu():
-    from engine.generators.stylegan2 import Generator as G2, config_f_kwargs
+    from engine.generators.stylegan2 import Generator as G2
+    from engine.generators.stylegan2 import config_f_kwargs
 
     class TinyStyleGAN(Generator):
         name = "tiny-stylegan2"

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_diffusion import SIZE, save_tiny_model, tiny_tae
 
+from engine.clock import FrameTime
 from engine.errors import UsageError
-from engine.generators import FrameTime, create_generator
+from engine.generators import create_generator
 from engine.generators.diffusion import DiffusionGenerator, plan_timesteps
 from engine.params import Params, with_values
-from tiny_diffusion import SIZE, save_tiny_model, tiny_tae
 
 diffusers = pytest.importorskip("diffusers")
 

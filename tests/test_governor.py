@@ -18,12 +18,11 @@ import pytest
 import torch
 import torch._dynamo  # noqa: F401  imports triton now, at collection: triton after Mesa's LLVM (GL tests) segfaults
 
+from engine.clock import FrameTime
 from engine.control import Controller, build_controllers
 from engine.control.governor import Governor, diffusion_ladder
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
 from engine.params import ParamStore
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,11 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from engine.kernels.layout import from_rgba_torch, to_rgba_torch
 
 from engine.errors import SetupError
-from engine.interop import CudaGLInterop, environment_reason, select_uploader, virtualgl_detected
+from engine.interop import (
+    CudaGLInterop,
+    environment_reason,
+    select_uploader,
+    virtualgl_detected,
+)
 from engine.upload import StagedUpload
-from kernels.layout import from_rgba_torch, to_rgba_torch
 
 
 @pytest.fixture()

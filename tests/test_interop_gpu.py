@@ -54,7 +54,7 @@ def read_texture(tex) -> torch.Tensor:
 
 
 def test_upload_rgba8_is_bit_exact(nv_ctx, interop):
-    from kernels.layout import to_rgba_torch
+    from engine.kernels.layout import to_rgba_torch
 
     tex = nv_ctx.texture((W, H), 4, dtype="f1")
     try:
@@ -85,7 +85,7 @@ def test_upload_rgba16f_within_fp16_rounding(nv_ctx, interop):
 
 @pytest.mark.parametrize("dtype", ["f1", "f2"])
 def test_download_matches_the_texture(nv_ctx, interop, dtype):
-    from kernels.layout import from_rgba_torch
+    from engine.kernels.layout import from_rgba_torch
 
     tex = nv_ctx.texture((W, H), 4, dtype=dtype)
     try:

@@ -1,4 +1,4 @@
-"""kernels.layout: the torch reference (always), the fused Triton kernels through Triton's CPU interpreter
+"""engine.kernels.layout: the torch reference (always), the fused Triton kernels through Triton's CPU interpreter
 (TRITON_INTERPRET=1, in a subprocess so the setting cannot leak into other tests), and on a GPU the compiled
 kernels against torch on CUDA."""
 
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from kernels.layout import from_rgba, from_rgba_torch, to_rgba, to_rgba_torch
+from engine.kernels.layout import from_rgba, from_rgba_torch, to_rgba, to_rgba_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -79,8 +78,8 @@ def test_dispatcher_on_cpu_uses_the_reference():
 _INTERPRETER_SCRIPT = r"""
 import json, os, torch
 assert os.environ["TRITON_INTERPRET"] == "1"
-from kernels.layout import to_rgba_torch, from_rgba_torch
-from kernels.layout_triton import to_rgba_triton, from_rgba_triton
+from engine.kernels.layout import to_rgba_torch, from_rgba_torch
+from engine.kernels.layout_triton import to_rgba_triton, from_rgba_triton
 
 g = torch.Generator().manual_seed(0)
 results = {}
@@ -157,7 +156,7 @@ def test_triton_interpreter_from_rgba(interpreter_results):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_triton_on_cuda_matches_torch_on_cuda(dtype):
-    from kernels.layout import triton_unavailable_reason
+    from engine.kernels.layout import triton_unavailable_reason
 
     assert triton_unavailable_reason() is None
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -183,8 +182,8 @@ def test_triton_is_refused_after_mesa_llvm_instead_of_crashing():
     script = r"""
 import moderngl, torch
 ctx = moderngl.create_context(standalone=True, backend="egl")
-from kernels import layout
-if layout._foreign_llvm_loaded() is None:
+from engine.kernels import layout
+if layout.foreign_llvm_loaded() is None:
     print("NO-SYSTEM-LLVM")  # e.g. NVIDIA GL: nothing to guard against
 else:
     reason = layout.preload_triton()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
+from engine.clock import FrameTime
 from engine.control.mapping import (
     MappingEngine,
     MappingError,
@@ -23,7 +24,6 @@ from engine.control.mapping import (
 from engine.control.osc import OscServer
 from engine.control.thermal import OscTemperatureSource, ThermalSampler
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
 from engine.params import ParamStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.generators.base import FrameTime
-from engine.generators.motion import LatentWalk, WalkClock, interpolate, loop_position, seed_to_z
+from engine.clock import FrameTime
+from engine.generators.motion import (
+    LatentWalk,
+    WalkClock,
+    interpolate,
+    loop_position,
+    seed_to_z,
+)
 from engine.params import Params, with_values
 
 Z = 512

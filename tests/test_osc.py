@@ -22,10 +22,10 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
+from engine.clock import FrameTime
 from engine.control import build_controllers
 from engine.control.osc import OscServer
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
 from engine.params import SPECS, ParamStore
 
 REPO = Path(__file__).resolve().parents[1]

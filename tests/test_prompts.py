@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.clock import FrameTime
 from engine.control.prompts import PromptList, parse_prompt_list
 from engine.errors import UsageError
-from engine.generators import FrameTime
 from engine.params import ParamStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,10 +174,10 @@ def test_a_cycling_list_through_the_render_loop_encodes_each_prompt_once(tmp_pat
     fade, the frames follow it, and the text encoder runs once per distinct prompt, not once per frame."""
     pytest.importorskip("diffusers")
     import numpy as np
+    from tiny_diffusion import SIZE, save_tiny_model
 
     from engine.control import Controller
     from engine.loop import Engine, RunOptions
-    from tiny_diffusion import SIZE, save_tiny_model
 
     model = save_tiny_model(tmp_path / "tiny-sd-turbo")
 

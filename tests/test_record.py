@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
+from engine.clock import FrameTime
 from engine.control import build_controllers
 from engine.control.record import FORMAT, Replayer, diff
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
 from engine.params import ParamStore
 
 REPO = Path(__file__).resolve().parents[1]

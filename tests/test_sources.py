@@ -145,7 +145,7 @@ def test_fit_into_tall_source_crops_top_and_bottom():
 
 
 def test_noise_source_is_deterministic_smooth_and_animated():
-    from engine.generators.base import FrameTime
+    from engine.clock import FrameTime
 
     a = NoiseSource(S, S, CPU, seed=3)
     b = NoiseSource(S, S, CPU, seed=3)

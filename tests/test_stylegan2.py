@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from engine.clock import FrameTime
 from engine.errors import UsageError
 from engine.generators import create_generator
 from engine.generators import stylegan2 as sg2
-from engine.generators.base import FrameTime
 from engine.generators.stylegan import StyleGANGenerator
 from engine.params import Params, with_values
 

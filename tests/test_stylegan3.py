@@ -159,7 +159,7 @@ def test_translate_param_moves_a_stylegan3_stream_and_zero_restores_it():
     """stylegan.translate_x/rotate reach synthesis.input.transform through the live parameter object."""
     import torch
 
-    from engine.generators.base import FrameTime
+    from engine.clock import FrameTime
     from engine.generators.stylegan import StyleGANGenerator
     from engine.params import ParamStore
 
@@ -179,7 +179,7 @@ def test_translate_param_moves_a_stylegan3_stream_and_zero_restores_it():
 def test_blending_keeps_the_live_translation():
     """Blending restores weights from kept originals every time its amount changes; the input transform is not a
     weight but the live translate/rotate, and must survive it."""
-    from engine.generators.base import FrameTime
+    from engine.clock import FrameTime
     from engine.generators.blend import Blend
     from engine.generators.stylegan import StyleGANGenerator
     from engine.params import ParamStore

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine.clock import FrameTime
 from engine.errors import UsageError
 from engine.generators import stylegan2 as sg2
-from engine.generators.base import FrameTime
 from engine.generators.layers import Bender, bend_maps, channel_index, check_edits
 from engine.generators.project import load_w, multiscale_mse, project, save_w
 from engine.generators.stylegan import StyleGANGenerator

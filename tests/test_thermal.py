@@ -11,6 +11,7 @@ import time
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
+from engine.clock import FrameTime
 from engine.control import build_controllers
 from engine.control.thermal import (
     NvmlSource,
@@ -23,7 +24,6 @@ from engine.control.thermal import (
     list_zones,
 )
 from engine.errors import SetupError, UsageError
-from engine.generators.base import FrameTime
 from engine.params import ParamStore
 
 

@@ -16,12 +16,13 @@ import torch
 pytest.importorskip("onnxscript")  # torch.onnx's dynamo exporter
 pytest.importorskip("onnxruntime")
 
+from engine.trt_build.cache import Target, entry_for  # noqa: E402
+from engine.trt_build.prepare import prepare  # noqa: E402
+from engine.trt_build.record import record_calls  # noqa: E402
+
 from engine.errors import SetupError  # noqa: E402
 from engine.generators import create_generator  # noqa: E402
 from engine.params import Params, with_values  # noqa: E402
-from trt_build.cache import Target, entry_for  # noqa: E402
-from trt_build.prepare import prepare  # noqa: E402
-from trt_build.record import record_calls  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -102,7 +103,7 @@ def test_cache_keys_follow_weights_shapes_and_target(tmp_path):
 
 
 def test_auto_precision_is_the_weights_own():
-    from trt_build.prepare import resolve_precision
+    from engine.trt_build.prepare import resolve_precision
 
     g = tiny_sg2()
     assert resolve_precision("auto", g) == "fp32"  # StyleGAN's fp16 layers need their own pre-normalisation

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from trt_build.onnx_export import OPSET
-from trt_build.record import Call
+from engine.trt_build.onnx_export import OPSET
+from engine.trt_build.record import Call
 
 
 def cache_root(override: str | Path | None = None) -> Path:

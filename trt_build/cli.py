@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 from engine.errors import SetupError
+from engine.options import add_threads_argument, positive_int
 
 
 def add_trt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default="stylegan2", metavar="SPEC",
                    help="stylegan2, a StyleGAN network file, or diffusion:MODEL (as for engine run; default stylegan2)")
-    p.add_argument("--size", type=int, default=None, metavar="N", help="output size (default: the generator's own); "
+    p.add_argument("--size", type=positive_int, default=None, metavar="N", help="output size (default: the generator's own); "
                    "an engine is built for exactly this size")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                    help="where the generator is built and exported (default auto); plans need CUDA")
@@ -36,22 +37,24 @@ def add_trt_arguments(p: argparse.ArgumentParser) -> None:
                    help="run each ONNX graph in ONNX Runtime (CPU) against PyTorch and fail on a mismatch")
     p.add_argument("--cache", type=Path, default=None, metavar="DIR",
                    help="cache folder (default $ENGINE_CACHE_DIR/trt, else ~/.cache/engine/trt)")
+    add_threads_argument(p)
 
 
 def cmd_trt(ns: argparse.Namespace) -> int:
+    from engine.trt_build.cache import cache_root
+    from engine.trt_build.prepare import prepare
+
     from engine.devices import resolve_device
     from engine.generators import create_generator
     from engine.params import Params
-    from trt_build.cache import cache_root
-    from trt_build.prepare import prepare
 
     options = {}
     if ns.config:
-        from engine.cli import RUN_DEFAULTS, _control_defaults
         from engine.config import load_config
+        from engine.options import config_run_options
 
         # The show's own config file: its [run] table is valid here too (and ignored), its [generator] table used.
-        options = dict(load_config(ns.config, set(RUN_DEFAULTS) | set(_control_defaults())).generator)
+        options = dict(load_config(ns.config, config_run_options()).generator)
     device = resolve_device(ns.device)
     generator = create_generator(ns.generator, size=ns.size, device=device, options=options)
     variants = generator.shape_variants(Params()) if ns.variants else []
@@ -59,7 +62,7 @@ def cmd_trt(ns: argparse.Namespace) -> int:
     print(f"engine trt: {generator.name} {generator.width}x{generator.height} on {device}, cache {root}")
     build = not ns.onnx_only
     if build:
-        from trt_build.builder import import_tensorrt
+        from engine.trt_build.builder import import_tensorrt
 
         try:
             import_tensorrt()

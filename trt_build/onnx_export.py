@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 import torch
+from engine.trt_build.record import Call, is_fed
 from torch.utils._pytree import tree_flatten, tree_unflatten
-
-from trt_build.record import Call, is_fed
 
 OPSET = 18
 
@@ -41,10 +40,9 @@ def io_names(call: Call) -> tuple[list[str], list[str]]:
 
 def export_onnx(call: Call, path: Path, *, opset: int = OPSET) -> float:
     """Write `call` as an ONNX graph at `path` (weights beside it in path.data when large). Returns seconds taken."""
-    import warnings
-
     import os
     import shutil
+    import warnings
 
     # Written in a scratch folder and moved in, model.onnx last: an export killed half-way never looks cached.
     scratch = path.parent / f".export-{os.getpid()}"

@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
-from engine.backends.common import _describe, _tensor_leaves, call_key, render_frame
+from engine.backends.common import (
+    call_key,
+    describe_call_key,
+    render_frame,
+    tensor_leaves,
+)
 
 
 def is_fed(x: Any) -> bool:
@@ -32,12 +37,12 @@ class Call:
     key: Any  # engine.backends.common.call_key: shapes, dtypes and the Python values of the call
     args: tuple
     kwargs: dict
-    inputs: list[torch.Tensor]  # the call's tensors, in engine.backends.common._tensor_leaves order
+    inputs: list[torch.Tensor]  # the call's tensors, in engine.backends.common.tensor_leaves order
     outputs: list[torch.Tensor]  # the eager outputs' tensors, flattened
     output_spec: TreeSpec  # how to rebuild the module's output structure from `outputs`
 
     def describe(self) -> str:
-        return f"{self.role}({_describe(self.key)})"
+        return f"{self.role}({describe_call_key(self.key)})"
 
     @property
     def fed(self) -> list[torch.Tensor]:
@@ -68,7 +73,7 @@ class _Recorder:
             out_leaves, out_spec = tree_flatten(out)
             if not all(isinstance(x, torch.Tensor) for x in out_leaves):
                 raise TypeError(f"{self.role}: returns something other than tensors; it cannot become an engine")
-            self.calls[key] = Call(self.role, self.module, key, args_c, kwargs_c, _tensor_leaves(args_c, kwargs_c),
+            self.calls[key] = Call(self.role, self.module, key, args_c, kwargs_c, tensor_leaves(args_c, kwargs_c),
                                    [_detached(x) for x in out_leaves], out_spec)
         return out
 

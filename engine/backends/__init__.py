@@ -42,8 +42,8 @@ def apply_backend(generator, name: str = "auto", *, dtype="auto", channels_last:
     resolved = resolve_backend(name, generator.device)
     if torch.device(generator.device).type == "cuda":
         # The uploaders' layout kernels are Triton: load it now, before the loop creates its GL context (triton
-        # imported after Mesa's LLVM crashes the process; see kernels.layout._foreign_llvm_loaded).
-        from kernels.layout import preload_triton
+        # imported after Mesa's LLVM crashes the process; see engine.kernels.layout.foreign_llvm_loaded).
+        from engine.kernels.layout import preload_triton
 
         preload_triton()
     if resolved == "eager":

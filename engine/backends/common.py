@@ -61,7 +61,7 @@ def call_key(args: tuple, kwargs: dict) -> Any:
         return None
 
 
-def _describe(key: Any) -> str:
+def describe_call_key(key: Any) -> str:
     """A call key for a log line: the tensor shapes and dtypes, e.g. '(1, 512) float32, () float32'."""
     shapes: list[str] = []
 
@@ -79,7 +79,7 @@ def _describe(key: Any) -> str:
 _NESTED = (list, tuple, dict)
 
 
-def _tensor_leaves(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+def tensor_leaves(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     """The call's tensors in a fixed order (the same at capture and at replay)."""
     if not any(isinstance(a, _NESTED) for a in args) and not any(isinstance(v, _NESTED) for v in kwargs.values()):
         leaves = [*args, *kwargs.values()]
@@ -91,7 +91,7 @@ def _tensor_leaves(args: tuple, kwargs: dict) -> list[torch.Tensor]:
 @dataclass
 class _Graph:
     graph: Any  # torch.cuda.CUDAGraph
-    inputs: list[torch.Tensor]  # static input buffers, in _tensor_leaves order
+    inputs: list[torch.Tensor]  # static input buffers, in tensor_leaves order
     output: Any  # static outputs (tensor or structure of tensors)
 
 
@@ -173,7 +173,7 @@ class BackendRunner:
             # (compiled code specialises on it with dynamic=False). Compiling or capturing now would stall the show
             # for seconds (minutes with max-autotune): it runs eager instead, every time.
             self.eager_calls += 1
-            self._note_once(key, f"{self.role}: a call signature not prepared at setup runs eager: {_describe(key)}")
+            self._note_once(key, f"{self.role}: a call signature not prepared at setup runs eager: {describe_call_key(key)}")
             return self._run(args, kwargs, self._eager)
         if not self.sealed:
             self._prepared.add(key)
@@ -189,7 +189,7 @@ class BackendRunner:
                 self.ungraphed_calls += 1
                 return self._run(args, kwargs)
         # Replay: refresh the static inputs (device-to-device copies on the current stream), then the graph.
-        for dst, x in zip(g.inputs, _tensor_leaves(args, kwargs)):
+        for dst, x in zip(g.inputs, tensor_leaves(args, kwargs)):
             if dst.data_ptr() != x.data_ptr():
                 dst.copy_(x)
         g.graph.replay()
@@ -216,12 +216,12 @@ class BackendRunner:
     def _capture(self, key: Any, args: tuple, kwargs: dict) -> _Graph | None:
         # One static clone per distinct input tensor; the graph reads them, replay refreshes them.
         static: dict[int, torch.Tensor] = {}
-        for x in _tensor_leaves(args, kwargs):
+        for x in tensor_leaves(args, kwargs):
             if id(x) not in static:
                 static[id(x)] = x.detach().clone()
         leaves, spec = tree_flatten((args, kwargs))
         s_args, s_kwargs = tree_unflatten([static[id(x)] if isinstance(x, torch.Tensor) else x for x in leaves], spec)
-        inputs = [static[id(x)] for x in _tensor_leaves(args, kwargs)]
+        inputs = [static[id(x)] for x in tensor_leaves(args, kwargs)]
         device = inputs[0].device if inputs else torch.device("cuda", torch.cuda.current_device())
         t0 = time.perf_counter()
         # torch.cuda.graph's __exit__ ends the capture before it leaves its capture stream: when the capture fails
@@ -285,7 +285,7 @@ def runner_of(module: torch.nn.Module) -> BackendRunner | None:
 def render_frame(generator, params=None) -> torch.Tensor:
     """One frame at `params` (default: the defaults), t = 0, exactly as the loop calls it (inference mode); cloned
     to fp32 so a graphed output buffer can be compared after later calls. Source generators get a mid-grey source."""
-    from engine.generators.base import FrameTime
+    from engine.clock import FrameTime
     from engine.params import Params
 
     with torch.inference_mode():

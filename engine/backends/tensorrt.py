@@ -22,9 +22,18 @@ from typing import Any, Callable
 import torch
 from torch.utils._pytree import tree_unflatten
 
-from engine.backends.common import BackendRunner, _describe, _tensor_leaves, call_key, compare, install, render_frame, uninstall
+from engine.backends.common import (
+    BackendRunner,
+    call_key,
+    compare,
+    describe_call_key,
+    install,
+    render_frame,
+    tensor_leaves,
+    uninstall,
+)
 from engine.errors import SetupError
-from trt_build.record import is_fed
+from engine.trt_build.record import is_fed
 
 log = logging.getLogger("engine.backends")
 
@@ -44,8 +53,8 @@ class LoadedPlan:
     """One plan with its execution context and static buffers, bound once."""
 
     def __init__(self, prepared, device: torch.device):
-        from trt_build.builder import import_tensorrt, load_plan
-        from trt_build.onnx_export import io_names
+        from engine.trt_build.builder import import_tensorrt, load_plan
+        from engine.trt_build.onnx_export import io_names
 
         trt = import_tensorrt()
         call = prepared.call
@@ -118,10 +127,10 @@ class TensorRTRunner(BackendRunner):
         plan = self.plans.get(key)
         if plan is None:
             self.eager_calls += 1
-            self._note_once(key, f"{self.role}: a call signature not prepared at setup runs eager: {_describe(key)}")
+            self._note_once(key, f"{self.role}: a call signature not prepared at setup runs eager: {describe_call_key(key)}")
             return self._run(args, kwargs, self._eager)
         self.engine_calls += 1
-        return plan.run([x for x in _tensor_leaves(args, kwargs) if is_fed(x)])
+        return plan.run([x for x in tensor_leaves(args, kwargs) if is_fed(x)])
 
 
 def apply_tensorrt(generator, *, precision: str = "auto", variants=(), cache_dir=None) -> tuple[object, str]:
@@ -130,8 +139,8 @@ def apply_tensorrt(generator, *, precision: str = "auto", variants=(), cache_dir
     if generator.device.type != "cuda":
         raise SetupError(f"--backend tensorrt needs a CUDA device (the generator is on {generator.device}); "
                          "use --backend compile or eager")
-    from trt_build.builder import import_tensorrt
-    from trt_build.prepare import prepare
+    from engine.trt_build.builder import import_tensorrt
+    from engine.trt_build.prepare import prepare
 
     import_tensorrt()  # before minutes of exporting: say now that it is missing
     modules = generator.modules()

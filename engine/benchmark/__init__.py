@@ -26,17 +26,22 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "seed": None, "psi": None, "set": [], "seconds": 30.0, "warmup": 3.0, "until_stable": False, "stable_window": 60.0,
     "stable_slope": 0.5, "stable_seconds": 60.0, "max_seconds": 1800.0, "thermal": "auto", "map": None, "compare": None,
     "compare_seconds": None, "sweep": None, "sweep_range": "30:90:10", "sweep_hold": 4.0, "target_fps": None, "bin": 2.0,
-    "out": None, "quiet": False,
+    "out": None, "quiet": False, "threads": None,
 }
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    from engine.cli import _assignment, _non_negative_float, _positive_int
+    from engine.options import (
+        add_threads_argument,
+        assignment,
+        non_negative_float,
+        positive_int,
+    )
 
     S = argparse.SUPPRESS
     g = p.add_argument_group("what to measure")
     g.add_argument("--generator", default=S, metavar="SPEC", help="stylegan2, a StyleGAN network file, or diffusion:MODEL (default stylegan2)")
-    g.add_argument("--size", type=_positive_int, default=S, metavar="N", help="output size (default: the generator's own)")
+    g.add_argument("--size", type=positive_int, default=S, metavar="N", help="output size (default: the generator's own)")
     g.add_argument("--device", default=S, metavar="auto|cpu|cuda[:N]", help="where the generator runs (default auto)")
     g.add_argument("--backend", default=S, metavar="auto|eager|compile|tensorrt", help="as for engine run (default auto: compile on CUDA, eager on CPU)")
     g.add_argument("--upload", choices=("auto", "staged", "interop"), default=S, help="generator -> texture path (default auto)")
@@ -44,18 +49,18 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", default=S, metavar="FILE.toml", help="an engine run config: its [run] options, [generator] options and parameter groups")
     g.add_argument("--seed", type=int, default=S, metavar="N", help="latent.seed")
     g.add_argument("--psi", type=float, default=S, metavar="F", help="latent.psi")
-    g.add_argument("--set", type=_assignment, action="append", default=S, metavar="GROUP.NAME=VALUE", help="set a parameter (repeatable), e.g. --set diffusion.steps=2")
+    g.add_argument("--set", type=assignment, action="append", default=S, metavar="GROUP.NAME=VALUE", help="set a parameter (repeatable), e.g. --set diffusion.steps=2")
     d = p.add_argument_group("how long")
-    d.add_argument("--seconds", type=_non_negative_float, default=S, metavar="S", help="measure for S seconds after the warm-up (default 30)")
-    d.add_argument("--warmup", type=_non_negative_float, default=S, metavar="S",
+    d.add_argument("--seconds", type=non_negative_float, default=S, metavar="S", help="measure for S seconds after the warm-up (default 30)")
+    d.add_argument("--warmup", type=non_negative_float, default=S, metavar="S",
                    help="seconds (and at least 3 frames) run first and not counted (default 3)")
     d.add_argument("--until-stable", action="store_true", default=S,
                    help="heat-soak: run until the temperature stops rising, then measure --stable-seconds more")
-    d.add_argument("--stable-window", type=_non_negative_float, default=S, metavar="S", help="--until-stable: slope window in seconds (default 60)")
+    d.add_argument("--stable-window", type=non_negative_float, default=S, metavar="S", help="--until-stable: slope window in seconds (default 60)")
     d.add_argument("--stable-slope", type=float, default=S, metavar="C_PER_MIN",
                    help="--until-stable: stable when the temperature rises slower than this, degrees C per minute (default 0.5)")
-    d.add_argument("--stable-seconds", type=_non_negative_float, default=S, metavar="S", help="--until-stable: measure this long once stable (default 60)")
-    d.add_argument("--max-seconds", type=_non_negative_float, default=S, metavar="S", help="--until-stable: give up after this long (default 1800)")
+    d.add_argument("--stable-seconds", type=non_negative_float, default=S, metavar="S", help="--until-stable: measure this long once stable (default 60)")
+    d.add_argument("--max-seconds", type=non_negative_float, default=S, metavar="S", help="--until-stable: give up after this long (default 1800)")
     t = p.add_argument_group("temperature, mappings, governor")
     t.add_argument("--thermal", default=S, metavar="SOURCE",
                    help="telemetry: auto (NVML for the benchmarked GPU, else Linux sysfs, else none), nvml[:GPU], sysfs[:ZONE], "
@@ -64,30 +69,31 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--sweep", choices=("temperature",), default=S,
                    help="drive a synthetic temperature through --sweep-range and measure fps per step with the --map mappings")
     t.add_argument("--sweep-range", default=S, metavar="LO:HI:STEP", help="temperatures of the sweep, degrees C (default 30:90:10)")
-    t.add_argument("--sweep-hold", type=_non_negative_float, default=S, metavar="S",
+    t.add_argument("--sweep-hold", type=non_negative_float, default=S, metavar="S",
                    help="seconds per sweep step; the first half settles, the second half is measured (default 4)")
     t.add_argument("--target-fps", type=float, default=S, metavar="FPS", help="run the thermal governor with this target (see engine run --target-fps)")
     c = p.add_argument_group("comparison and output")
     c.add_argument("--compare", choices=("seeds",), default=S,
                    help="also measure the seed projects' way on the same model, size and device, and report the fps ratio")
-    c.add_argument("--compare-seconds", type=_non_negative_float, default=S, metavar="S",
+    c.add_argument("--compare-seconds", type=non_negative_float, default=S, metavar="S",
                    help="how long to measure the seed way (default: as long as the engine was measured)")
-    c.add_argument("--bin", type=_non_negative_float, default=S, metavar="C", help="temperature bin width for fps per temperature, degrees C (default 2)")
+    c.add_argument("--bin", type=non_negative_float, default=S, metavar="C", help="temperature bin width for fps per temperature, degrees C (default 2)")
     c.add_argument("--out", type=Path, default=S, metavar="DIR", help="output folder (default bench/results/<cpu|cuda>/bench-<generator>-<size>)")
     c.add_argument("--quiet", action="store_true", default=S, help="no progress bar")
+    add_threads_argument(g, default=S)
 
 
 def _merge(ns: argparse.Namespace) -> dict[str, Any]:
     """defaults < config file [run] < command line; returns the merged options plus config generator/params."""
-    from engine.cli import RUN_DEFAULTS, _control_defaults
     from engine.config import load_config
+    from engine.options import config_run_options
 
     given = vars(ns)
     merged = dict(BENCH_DEFAULTS)
     cfg = None
     if given.get("config"):
         # A config written for `engine run` is valid here: its run-only options (osc_port, fps, ...) are not used.
-        cfg = load_config(given["config"], set(RUN_DEFAULTS) | set(_control_defaults()) | set(BENCH_DEFAULTS))
+        cfg = load_config(given["config"], config_run_options() | set(BENCH_DEFAULTS))
         unused = sorted(k for k in cfg.run if k not in BENCH_DEFAULTS)
         if unused:
             log.info("config %s: [run] %s not used by engine bench", cfg.path, ", ".join(unused))
@@ -100,17 +106,18 @@ def _merge(ns: argparse.Namespace) -> dict[str, Any]:
 
 def options_from_args(ns: argparse.Namespace):
     from engine.benchmark.run import BenchOptions
-    from engine.cli import _parse_value
     from engine.errors import UsageError
+    from engine.options import parse_value, threads_option
 
     m = _merge(ns)
+    threads, threads_source = threads_option(m["threads"], ns)
     values = dict(m["_params"])
     if m["seed"] is not None:
         values["latent.seed"] = m["seed"]
     if m["psi"] is not None:
         values["latent.psi"] = m["psi"]
     for key, value in m["set"] or []:
-        values[key] = _parse_value(value)
+        values[key] = parse_value(value)
     sinks = m["sink"]
     sinks = [sinks] if isinstance(sinks, str) else list(sinks or [])
     try:
@@ -125,6 +132,7 @@ def options_from_args(ns: argparse.Namespace):
             target_fps=None if m["target_fps"] is None else float(m["target_fps"]), bin_width=float(m["bin"]),
             out=Path(m["out"]) if m["out"] else Path(), generator_options=m["_generator_options"], values=values,
             progress=not bool(m["quiet"]),
+            threads=threads, threads_source=threads_source,
         )
     except (TypeError, ValueError) as e:
         raise UsageError(f"bad option value: {e}") from None
@@ -140,10 +148,12 @@ def default_out(opts, device_type: str) -> Path:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
+    from engine import threads as cpu_threads
     from engine.benchmark.report import write_outputs
     from engine.benchmark.run import run_bench
 
     opts, default_folder = options_from_args(ns)
+    cpu_threads.apply(opts.threads, opts.threads_source)
     if default_folder:
         from engine.loop import resolve_device
 

@@ -13,8 +13,13 @@ from typing import Any
 import numpy as np
 
 from engine.benchmark import analysis as A
-from engine.benchmark.run import THROTTLE_REASONS, BenchResult, SeedRun, telemetry_fields
-from engine.stats import STAGES, _jsonable
+from engine.benchmark.run import (
+    THROTTLE_REASONS,
+    BenchResult,
+    SeedRun,
+    telemetry_fields,
+)
+from engine.stats import STAGES, jsonable
 
 DEFINITIONS = {
     "frame_ms": "CUDA: device time between the ends of consecutive frames (CUDA events); CPU: the loop's host time of the frame "
@@ -84,7 +89,7 @@ def build_summary(result: BenchResult) -> dict[str, Any]:
         s["governor"]["hold"] = A.target_hold(s["temperature_bins"], o.target_fps)
     if result.seed is not None:
         s["compare"] = _compare_summary(s, result.seed, temps[head])
-    return _jsonable(s)
+    return jsonable(s)
 
 
 def _temperature_block(result: BenchResult, temps: np.ndarray) -> dict[str, Any]:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.clock import FrameTime
 from engine.control import Controller
 from engine.control.thermal import FIELDS, Source, ThermalSampler
 from engine.errors import SetupError, UsageError
-from engine.generators.base import FrameTime
 from engine.params import ParamStore
 from engine.stats import STAGES
 
@@ -68,6 +68,9 @@ class BenchOptions:
     generator_options: dict[str, Any] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    #: CPU threads for torch (None: engine.threads chooses) and where the number came from.
+    threads: int | None = None
+    threads_source: str = "--threads"
 
     def validate(self) -> None:
         if self.until_stable and self.sweep:

@@ -26,8 +26,8 @@ seed001  (realtime image generator, diffusion): diffusers AutoPipelineForImage2I
 
 from __future__ import annotations
 
-import math
 import abc
+import math
 import time
 from typing import Any
 
@@ -96,12 +96,12 @@ class Seed001(SeedWay):
         import diffusers
         from PIL import Image
 
-        from engine.generators.diffusion import _read_json, locate
+        from engine.generators.diffusion import locate, read_json
 
         _eager(generator)
         p = snap.diffusion
         folder = locate(generator.model_name, "diffusion model")
-        sched_cfg = _read_json(folder / "scheduler" / "scheduler_config.json")
+        sched_cfg = read_json(folder / "scheduler" / "scheduler_config.json")
         sched_cls = getattr(diffusers, sched_cfg.get("_class_name", "EulerDiscreteScheduler"), diffusers.EulerDiscreteScheduler)
         scheduler = sched_cls.from_config(sched_cfg)
         enc, tok = generator.text_encoders, generator.prompts.tokenizers

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.generators.base import FrameTime
+from engine.clock import FrameTime
 from engine.params import ParamStore
 
 
@@ -146,7 +146,11 @@ def build_controllers(args: Any) -> list[Controller]:
 
     made: list[Controller] = []
     try:
-        from engine.control.thermal import OscTemperatureSource, ThermalSampler, create_source
+        from engine.control.thermal import (
+            OscTemperatureSource,
+            ThermalSampler,
+            create_source,
+        )
 
         replayer = thermal = osc = mapping = governor = recorder = telemetry = None
         if o["replay"]:

@@ -48,11 +48,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from engine.clock import FrameTime
 from engine.control import Controller
 from engine.control.mapping import one_pole
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
-from engine.generators.stylegan import MAX_RESOLUTION_DROP  # the deepest render scale; shape_variants prepares the same
+from engine.generators.stylegan import (
+    MAX_RESOLUTION_DROP,  # the deepest render scale; shape_variants prepares the same
+)
 from engine.params import ParamStore
 
 log = logging.getLogger("engine.control.governor")

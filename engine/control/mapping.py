@@ -49,10 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.clock import FrameTime
 from engine.control import Controller
 from engine.control.thermal import FIELDS
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
 from engine.params import ParamError, ParamSpec, ParamStore, round_half_up, spec_for
 
 log = logging.getLogger("engine.control.mapping")

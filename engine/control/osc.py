@@ -44,12 +44,12 @@ from typing import Any, Callable
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from engine.clock import FrameTime
 from engine.control import Controller
 from engine.control import presets as presets_mod
 from engine.control.ratelimit import LogLimiter, TokenBucket
 from engine.control.thermal import OscTemperatureSource
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
 from engine.params import SPECS, ParamError, ParamSpec, ParamStore
 
 log = logging.getLogger("engine.control.osc")

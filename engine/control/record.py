@@ -39,10 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.clock import FrameTime
 from engine.control import Controller
 from engine.control.thermal import FIELDS, Sample
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
 from engine.params import SPECS, ParamError, Params, ParamStore, spec_for, with_values
 
 log = logging.getLogger("engine.control.record")

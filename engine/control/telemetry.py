@@ -26,10 +26,10 @@ from typing import Any, Callable
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from engine.clock import FrameTime
 from engine.control import Controller
 from engine.control.ratelimit import LogLimiter
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
 from engine.params import ParamStore, spec_for
 
 log = logging.getLogger("engine.control.telemetry")

@@ -29,10 +29,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from engine.clock import FrameTime
 from engine.control import Controller
 from engine.control.ratelimit import LogLimiter
 from engine.errors import SetupError, UsageError
-from engine.generators.base import FrameTime
 from engine.params import ParamStore
 
 log = logging.getLogger("engine.control.thermal")

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from engine.errors import UsageError
-from engine.generators.base import FrameTime, Generator
+from engine.generators.base import Generator
 
-__all__ = ["FrameTime", "Generator", "create_generator", "STYLEGAN_SUFFIXES"]
+__all__ = ["Generator", "create_generator", "STYLEGAN_SUFFIXES"]
 
 STYLEGAN_SUFFIXES = (".pkl", ".pt", ".pth", ".safetensors")
 

@@ -12,21 +12,12 @@ Tensor contract at the boundary (noted here once, relied on by upload/interop):
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from engine.clock import FrameTime
 from engine.params import Params
-
-
-@dataclass(frozen=True)
-class FrameTime:
-    """When a frame is: `t` seconds on the show clock (wall or frame-based, see loop) and its index."""
-
-    t: float
-    index: int
-    dt: float = 0.0
 
 
 class Generator(abc.ABC):

@@ -43,8 +43,9 @@ from typing import Any
 
 import torch
 
+from engine.clock import FrameTime
 from engine.errors import SetupError, UsageError
-from engine.generators.base import FrameTime, Generator
+from engine.generators.base import Generator
 from engine.params import Diffusion, Params
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
@@ -91,7 +92,7 @@ def locate(ref: str, what: str, *, hint: str = "") -> Path:
     raise UsageError(f"{what} not found: {path} is not a file or folder (give a diffusers model folder or a hub id like {DEFAULT_MODEL})")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -349,15 +350,15 @@ class DiffusionGenerator(Generator):
         # The backends' precision search tries fp16/bf16/fp32 on CUDA; the model was loaded in its dtype on
         # purpose (an fp16 checkpoint, or the user's dtype option), so that is the only candidate.
         self.backend_dtypes = (dtype,)
-        self.unet = _to(unet, device, dtype).eval()
+        self.unet = cast_module(unet, device, dtype).eval()
         # Half-precision SDXL VAEs overflow (diffusers' force_upcast): keep such a VAE in float32.
         vae_dtype = torch.float32 if (not tiny and getattr(vae.config, "force_upcast", False) and dtype == torch.float16) else dtype
-        self.vae = _to(vae, device, vae_dtype).eval()
+        self.vae = cast_module(vae, device, vae_dtype).eval()
         self.vae_dtype = vae_dtype
         self.vae_tiny = tiny
         self.scaling_factor = float(vae.config.scaling_factor)
         for enc in text_encoders:
-            _to(enc, device, dtype).eval()
+            cast_module(enc, device, dtype).eval()
         self.text_encoders = text_encoders
         self.prompts = PromptEncoder(tokenizers, text_encoders, sdxl=self.sdxl, device=device, dtype=dtype)
         self.prediction_type = prediction_type
@@ -423,11 +424,11 @@ class DiffusionGenerator(Generator):
             raise UsageError(f"unknown diffusion option(s) {', '.join(unknown)}; accepted: {', '.join(_OPTIONS)}")
         model = model or DEFAULT_MODEL
         device = torch.device(device)
-        dtype = _pick_dtype(str(options.get("dtype", "auto")), device)
+        dtype = pick_dtype(str(options.get("dtype", "auto")), device)
         folder = locate(model, "diffusion model")
         if not folder.is_dir():
             raise UsageError(f"diffusion model {model!r} must be a diffusers-format folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json), not a single file")
-        index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
+        index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
         sdxl = "text_encoder_2" in index or (folder / "text_encoder_2").is_dir()
         needed = ["unet", "text_encoder", "tokenizer", "scheduler"] + (["text_encoder_2", "tokenizer_2"] if sdxl else [])
         missing = [n for n in needed if not (folder / n / ("scheduler_config.json" if n == "scheduler" else "")).exists()]
@@ -452,7 +453,7 @@ class DiffusionGenerator(Generator):
                 sub = folder / f"text_encoder{suffix}"
                 encoders.append(enc_cls.from_pretrained(sub, dtype=dtype, variant=_variant(sub, half), local_files_only=True))
                 tokenizers.append(transformers.CLIPTokenizer.from_pretrained(folder / f"tokenizer{suffix}", local_files_only=True))
-            sched_cfg = _read_json(folder / "scheduler" / "scheduler_config.json")
+            sched_cfg = read_json(folder / "scheduler" / "scheduler_config.json")
             sched_cls = getattr(diffusers, sched_cfg.get("_class_name", "EulerDiscreteScheduler"), diffusers.EulerDiscreteScheduler)
             scheduler = sched_cls.from_config(sched_cfg)
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -505,6 +506,11 @@ class DiffusionGenerator(Generator):
         # injection) can do its job; nothing else of it is used.
         pipe = pipe_cls(**kwargs)
         load_kwargs: dict[str, Any] = {"adapter_name": "live"}
+        if not weight_name and path.is_dir():
+            # A folder with one weights file: name it, as diffusers before 0.36 needs offline (it would ask the hub).
+            files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+            if len(files) == 1:
+                weight_name = files[0].name
         if weight_name:
             load_kwargs["weight_name"] = weight_name
         try:
@@ -925,15 +931,15 @@ def _check_import_order() -> None:
 
     if "diffusers" in sys.modules or "triton" in sys.modules or importlib.util.find_spec("triton") is None:
         return
-    from kernels.layout import _foreign_llvm_loaded
+    from engine.kernels.layout import foreign_llvm_loaded
 
-    llvm = _foreign_llvm_loaded()
+    llvm = foreign_llvm_loaded()
     if llvm is not None:
         raise SetupError(f"the diffusion generator must be created before the GL context: {llvm} (Mesa) is loaded and "
                          "importing diffusers (torch._dynamo -> triton) after it would crash the process")
 
 
-def _to(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def cast_module(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     # Cast only when needed: from_pretrained already loaded the right dtype, and diffusers warns on a no-op cast.
     first = next(module.parameters(), None)
     if first is not None and first.dtype != dtype:
@@ -941,7 +947,7 @@ def _to(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> to
     return module.to(device=device)
 
 
-def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     table = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -957,7 +963,7 @@ def _load_vae(choice: str, folder: Path, model: str, *, sdxl: bool, dtype: torch
 
     tiny_id = TINY_VAE_SDXL if sdxl else TINY_VAE_SD
     own = folder / "vae"
-    own_cfg = _read_json(own / "config.json") if (own / "config.json").is_file() else None
+    own_cfg = read_json(own / "config.json") if (own / "config.json").is_file() else None
     hint = " (or pass the generator option vae=full to use the model's own, slower VAE)"
     if choice == "auto":
         if own_cfg is not None and own_cfg.get("_class_name") == "AutoencoderTiny":
@@ -972,7 +978,7 @@ def _load_vae(choice: str, folder: Path, model: str, *, sdxl: bool, dtype: torch
         path, name = own, f"{model}/vae"
     else:
         path, name = locate(choice, "VAE"), choice
-    cfg = _read_json(path / "config.json") if (path / "config.json").is_file() else None
+    cfg = read_json(path / "config.json") if (path / "config.json").is_file() else None
     if cfg is None:
         raise UsageError(f"VAE folder {path} has no config.json")
     cls_name = cfg.get("_class_name", "AutoencoderKL")

@@ -27,12 +27,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.clock import FrameTime
 from engine.errors import SetupError, UsageError
 from engine.generators import stylegan2 as sg2
-from engine.generators.base import FrameTime, Generator
+from engine.generators.base import Generator
 from engine.generators.blend import Blend
 from engine.generators.layers import Bender, LayerView, WeightController, parse_edits
-from engine.generators.motion import DEFAULT_FEATURES, LatentWalk, WalkClock, interpolate, loop_position, seed_to_z
+from engine.generators.motion import (
+    DEFAULT_FEATURES,
+    LatentWalk,
+    WalkClock,
+    interpolate,
+    loop_position,
+    seed_to_z,
+)
 from engine.params import Params
 
 log = logging.getLogger(__name__)

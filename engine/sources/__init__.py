@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
+from engine.clock import FrameTime
 from engine.errors import EngineError, UsageError
-from engine.generators.base import FrameTime
 from engine.params import Params
 from engine.sources.base import Source, fit_into
 from engine.sources.still import FeedbackSource, ImageSource, NoiseSource

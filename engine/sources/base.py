@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.generators.base import FrameTime
+from engine.clock import FrameTime
 
 
 def fit_into(image: torch.Tensor, out: torch.Tensor, fit: str = "cover") -> torch.Tensor:

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.clock import FrameTime
 from engine.errors import UsageError
-from engine.generators.base import FrameTime
 from engine.sources.base import HostUpload, Source
 
 

@@ -1,1 +1,0 @@
-"""GPU kernels (Triton) with plain-torch fallbacks that define their semantics and are tested against them."""
