@@ -32,7 +32,8 @@ from typing import Any, Mapping
 #: OpenMP spin before sleeping: GNU OpenMP counts spin iterations (its default, 300000, is ~ms), LLVM/Intel OpenMP
 #: milliseconds. 1000 iterations is a few microseconds: enough to catch the next parallel region of a busy frame
 #: loop, short enough that a descheduled sibling costs no spinning. Measured here with 2 threads beside one busy
-#: core: 10000 and more collapsed (100-270 ms frames against 11 ms alone), 1000 did not (27 ms).
+#: core: 100000 collapsed (150 ms frames against 10 ms alone, bench/results/cpu/threads-128.json; 10000 did too in
+#: trial runs), 1000 did not (29 ms).
 WAIT_ENV = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
 
 
@@ -50,10 +51,6 @@ class ThreadPlan:
     def as_dict(self) -> dict[str, Any]:
         return {"threads": self.threads, "cores": self.cores, "reason": self.reason, "set_env": dict(self.set_env),
                 "kept_env": dict(self.kept_env), "wait_note": self.wait_note}
-
-    def summary(self) -> str:
-        text = f"{self.threads} of {self.cores} cores ({self.reason})"
-        return text + (f"; {self.wait_note}" if self.wait_note else "")
 
 
 def usable_cores() -> int:
@@ -90,7 +87,7 @@ def choose_threads(requested: int | None, cores: int, environ: Mapping[str, str]
     return n, "half the usable cores, the rest left to the show's other programs"
 
 
-_state: dict[str, Any] = {"wait_set": {}, "wait_kept": {}, "late": None}
+_state: dict[str, Any] = {"wait_set": {}, "wait_kept": {}, "late": None, "lp_set": False}
 
 
 def prepare_process(environ: dict[str, str] | None = None) -> None:
@@ -123,10 +120,11 @@ def apply(requested: int | None = None, source: str = "--threads") -> ThreadPlan
     threads, reason = choose_threads(requested, cores, os.environ, source)
     torch.set_num_threads(threads)
     set_env, kept_env = dict(_state["wait_set"]), dict(_state["wait_kept"])
-    if "LP_NUM_THREADS" in os.environ:
+    if "LP_NUM_THREADS" in os.environ and not _state["lp_set"]:
         kept_env["LP_NUM_THREADS"] = os.environ["LP_NUM_THREADS"]
-    else:
+    else:  # unset, or set by an earlier apply() in this process: follow the new count
         os.environ["LP_NUM_THREADS"] = set_env["LP_NUM_THREADS"] = str(threads)
+        _state["lp_set"] = True
     _plan = ThreadPlan(threads=threads, cores=cores, reason=reason, set_env=set_env, kept_env=kept_env,
                        wait_note=_state["late"])
     return _plan

@@ -54,7 +54,7 @@ assert Path(engine.trt_build.prepare.__file__).resolve().parent == root / "trt_b
 spec = importlib.util.find_spec("kernels")
 theirs = spec is not None and spec.origin not in (None, "namespace")
 if theirs:
-    assert root not in Path(spec.origin).resolve().parents, f"`import kernels` found ours: {spec.origin}"
+    assert Path(spec.origin).resolve().parent != root / "kernels", f"`import kernels` found ours: {spec.origin}"
 import transformers
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTextModel
