@@ -94,7 +94,8 @@ def test_slope_and_stability_detector():
 def test_bench_writes_every_file_and_the_compare_ratio_is_measured(tmp_path, tiny_config):
     out = tmp_path / "run"
     rc = bench("--config", str(tiny_config), "--size", "64", "--seconds", "1.5", "--warmup", "0.5", "--compare", "seeds",
-               "--compare-seconds", "1.0", "--thermal", "synthetic:ramp,lo=30,hi=90,period=4", "--out", str(out))
+               "--compare-seconds", "1.0", "--thermal", "synthetic:ramp,lo=30,hi=90,period=4", "--out", str(out),
+               "--threads", "1")
     assert rc == 0
     for name in ("frames.csv", "telemetry.csv", "summary.json", "report.png", "frames_seeds.csv"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -122,6 +123,8 @@ def test_bench_writes_every_file_and_the_compare_ratio_is_measured(tmp_path, tin
     assert set(s["stage_ms"]) == {"generate", "upload", "shaders", "sinks"}
     assert s["run"]["size"] == [64, 64] and s["run"]["device"] == "cpu" and "eager" in s["run"]["backend"]
     assert s["machine"]["cpu_cores"] and s["temperature"]["source"].startswith("synthetic:ramp")
+    threads = s["machine"]["cpu_threads"]
+    assert (threads["threads"], threads["reason"], threads["torch_threads"]) == (1, "--threads", 1)
     assert s["temperature_bins"] and sum(b["frames"] for b in s["temperature_bins"]) == len(measured)
 
     # The ratio is the quotient of two measured runs: recompute both from their CSVs.
