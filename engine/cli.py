@@ -26,7 +26,9 @@ from engine.options import (
     Parser,
     add_threads_argument,
     assignment,
+    check_config_options,
     config_run_options,
+    control_defaults,
     non_negative_float,
     parse_value,
     positive_int,
@@ -151,7 +153,9 @@ def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     # Live-control options stay absent unless given: build_controllers fills their defaults and tells given ones apart.
     merged: dict[str, Any] = dict(RUN_DEFAULTS)
     if cfg is not None:
-        merged.update(cfg.run)
+        parser = Parser(prog="engine run")
+        add_run_arguments(parser)
+        merged.update(check_config_options(cfg.run, parser, {**RUN_DEFAULTS, **control_defaults()}, str(cfg.path)))
     merged.update({k: v for k, v in given.items() if k in all_options})
 
     sinks = merged["sink"]
@@ -225,6 +229,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if build_controllers is not None:
         controllers = build_controllers(merged)
     summary = run_engine(opts, store, controllers)
+    lost = [f"{label}: {st['failed']}" for label, st in (summary.get("sink_stats") or {}).items() if st.get("failed")]
     if not opts.quiet:
         sys.stderr.write("\n")
         fps = summary.get("fps_mean") or 0.0
@@ -235,6 +240,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
             f"(median frame {fm:.1f} ms), upload {up.get('path')} ({up.get('host_copies_per_frame')} host copies/frame), "
             f"backend {summary.get('backend')}\n"
         )
+    if lost:
+        sys.stderr.write(f"engine: error: a recording was lost: {'; '.join(lost)}\n")
+        return 1
     return 0
 
 

@@ -152,9 +152,11 @@ def load_shader_source(path: Path) -> ShaderSource:
         if p in stack:
             raise SetupError(f"{p}: #include cycle through {' -> '.join(str(s.name) for s in stack)}")
         try:
-            lines = p.read_text().splitlines()
+            lines = p.read_text(encoding="utf-8").splitlines()
         except OSError as e:
             raise SetupError(f"cannot read shader {p}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise SetupError(f"{p}: not a text file (byte {e.start} is not UTF-8); a shader is GLSL source") from None
         index = len(files)
         files.append(p)
         out = [f"#line 1 {index}"]
@@ -186,10 +188,13 @@ class ShaderProgram:
 
     CHECK_INTERVAL_S = 0.5
 
-    def __init__(self, gl: GL, vertex: Path, fragment: Path):
+    def __init__(self, gl: GL, vertex: Path, fragment: Path, uniforms: dict[str, str] | None = None):
         self.gl = gl
         self.vertex_path = vertex
         self.fragment_path = fragment
+        #: The uniforms the engine sets, name -> GLSL type ("float", "bool", "sampler2D"). A program that declares one
+        #: with another type is refused like a compile error: setting it each frame would fail.
+        self.uniforms = dict(uniforms or {})
         self.program: moderngl.Program | None = None
         self.last_error: str | None = None
         self.reloads = 0
@@ -218,6 +223,10 @@ class ShaderProgram:
             # moderngl reports which stage failed; map that stage's source numbers to file names.
             source = vs if "vertex_shader" in text.split("\n", 1)[0] else fs
             return source.map_log(text)
+        mismatch = self._uniform_mismatch(program, fs)
+        if mismatch:
+            program.release()
+            return mismatch
         old = self.program
         self.program = program
         if old is not None:
@@ -225,6 +234,20 @@ class ShaderProgram:
             if vao is not None:
                 vao.release()
             old.release()
+        return None
+
+    def _uniform_mismatch(self, program: moderngl.Program, source: ShaderSource) -> str | None:
+        for name, want in self.uniforms.items():
+            if name not in program:
+                continue  # not declared, or optimised away: the engine skips it
+            uniform = program[name]
+            have = _GL_TYPE_NAMES.get(getattr(uniform, "gl_type", None), f"GL type {getattr(uniform, 'gl_type', '?')}")
+            if isinstance(uniform, moderngl.Uniform) and have == want and uniform.array_length == 1:
+                continue
+            where = next((f"{p}:{n}" for p in source.files for n, line in enumerate(_read_lines(p), start=1)
+                          if re.search(rf"\buniform\b[^;]*\b{re.escape(name)}\b", line)), str(self.fragment_path))
+            return (f"{where}: uniform {name} is declared as {have}{'[]' if getattr(uniform, 'array_length', 1) > 1 else ''}; "
+                    f"the engine sets it as a {want}")
         return None
 
     def maybe_reload(self) -> bool:
@@ -270,6 +293,18 @@ class ShaderProgram:
             self.program = None
 
 
+#: GL enums of the uniform types the engine sets (moderngl's Uniform.gl_type), for the uniform contract.
+_GL_TYPE_NAMES = {0x1406: "float", 0x8B56: "bool", 0x8B5E: "sampler2D", 0x1404: "int", 0x8B50: "vec2", 0x8B51: "vec3",
+                  0x8B52: "vec4"}
+
+
+def _read_lines(p: Path) -> list[str]:
+    try:
+        return p.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
 def _mtime(p: Path) -> float:
     try:
         return p.stat().st_mtime
@@ -300,6 +335,15 @@ class Target:
         self.texture.release()
 
 
+#: What the pipeline sets in each program (name -> GLSL type): the contract an edited shader must keep.
+PROGRAM_UNIFORMS: dict[str, dict[str, str]] = {
+    "perturb": {"src": "sampler2D", **{n: "float" for n in ("amount", "scale", "speed", "displace", "brightness_jitter",
+                                                            "hue_jitter", "time", "aspect")}},
+    "blend": {"new_frame": "sampler2D", "previous": "sampler2D", "alpha": "float"},
+    "present": {"src": "sampler2D", "flip_y": "bool"},
+}
+
+
 class Pipeline:
     """All GL resources of the frame path at one size, allocated once.
 
@@ -320,7 +364,7 @@ class Pipeline:
         folder = shaders or shader_dir()
         vert = folder / "fullscreen.vert"
         self.programs = {
-            name: ShaderProgram(gl, vert, folder / f"{name}.frag") for name in ("perturb", "blend", "present")
+            name: ShaderProgram(gl, vert, folder / f"{name}.frag", uniforms) for name, uniforms in PROGRAM_UNIFORMS.items()
         }
         self.frame = Target(gl, size, frame_dtype, linear=True)
         self.perturbed = Target(gl, size, "f2")

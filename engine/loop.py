@@ -69,6 +69,7 @@ class Engine:
         self.controllers = list(controllers or [])
         self.sinks: list[Sink] = [parse_sink(s) for s in (opts.sinks or ["null"])]
         self.stop_event = threading.Event()
+        self.in_show = False  # set by run(): signals before it abort setup, after it end the show cleanly
         self.generator: Generator | None = None
         self.gl: GL | None = None
         self.pipeline: Pipeline | None = None
@@ -225,6 +226,7 @@ class Engine:
 
     # -- per frame ----------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        self.in_show = True
         o = self.opts
         assert self.generator is not None and self.pipeline is not None and self.stats is not None
         max_frames = o.frames
@@ -381,15 +383,18 @@ class Engine:
             log.error("while closing: %s", e)
 
     def install_signal_handlers(self) -> None:
-        """Ctrl-C / SIGTERM end the show cleanly: the video file is finalised, stats are written."""
+        """Ctrl-C, SIGTERM and SIGHUP (a closed terminal or ssh session) end the show cleanly: the video file is
+        finalised, stats are written. During setup (a model still loading) they stop at once: nothing is recorded
+        yet, and a hostile or huge file must not keep the process busy after it was asked to go."""
 
         def handler(signum, frame):
-            if self.stop_event.is_set():
-                raise KeyboardInterrupt  # second Ctrl-C: stop now
+            if self.stop_event.is_set() or not self.in_show:
+                raise KeyboardInterrupt  # a second signal, or still in setup: stop now
             self.stop_event.set()
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):  # no SIGHUP on Windows
+                signal.signal(getattr(signal, name), handler)
 
 
 def run_engine(opts: RunOptions, store: ParamStore, controllers: list[Controller]) -> dict[str, Any]:

@@ -92,20 +92,63 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
+def control_defaults() -> dict[str, Any]:
+    """Defaults of the live-control options engine.control adds to `engine run`."""
+    from engine.control import CONTROL_DEFAULTS
+
+    return dict(CONTROL_DEFAULTS)
+
+
 def config_run_options() -> set[str]:
     """Every option a config file's [run] table may hold: `engine run`'s own and the live-control ones
     (engine.control). A config written for `engine run` is valid for the other commands too: they use what applies."""
-    from engine.control import CONTROL_DEFAULTS
-
-    return set(RUN_DEFAULTS) | set(CONTROL_DEFAULTS)
+    return set(RUN_DEFAULTS) | set(control_defaults())
 
 
-def threads_option(value: Any, ns: argparse.Namespace) -> tuple[int | None, str]:
-    """The merged `threads` value (command line, else the config file's [run] table) as (count or None, where it
-    came from); a one-line error naming the place when it is not a whole number >= 1."""
-    where = "--threads" if "threads" in vars(ns) else f"[run] threads in {vars(ns).get('config')}"
-    if value is None:
-        return None, where
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{where} must be a whole number >= 1, got {value!r}")
-    return value, where
+def threads_option(value: int | None, ns: argparse.Namespace) -> tuple[int | None, str]:
+    """The merged `threads` value (already checked: the command line's type, or check_config_options for the config
+    file) and where it came from, for engine.threads.apply."""
+    return value, "--threads" if "threads" in vars(ns) else f"[run] threads in {vars(ns).get('config')}"
+
+
+def check_config_options(values: dict[str, Any], parser: argparse.ArgumentParser, defaults: dict[str, Any],
+                         where: str) -> dict[str, Any]:
+    """A config file's [run] values through the same argparse types and choices as the command line, so a value the
+    command line refuses (`fps = nan`, `size = 64.5`, `frames = -5`) is refused from the file too, with one line naming
+    the file and the key. `defaults`: the command's option defaults; a list default marks a repeatable option (a
+    single value is taken as a list of one). Keys the parser does not know are returned unchanged (another command's)."""
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    checked: dict[str, Any] = {}
+    for dest, value in values.items():
+        action = actions.get(dest)
+        if action is None:
+            checked[dest] = value
+            continue
+        try:
+            checked[dest] = _config_value(action, value, repeatable=isinstance(defaults.get(dest), list))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+            flag = action.option_strings[-1]
+            raise UsageError(f"{where}: [run] {dest} = {value!r}: {e} (as for {flag})") from None
+    return checked
+
+
+def _config_value(action: argparse.Action, value: Any, repeatable: bool) -> Any:
+    if action.nargs == 0:  # a flag (store_true)
+        if not isinstance(value, bool):
+            raise TypeError("expected true or false")
+        return value
+    if repeatable:
+        items = [value] if not isinstance(value, list) else value
+        return [_config_scalar(action, item) for item in items]
+    return _config_scalar(action, value)
+
+
+def _config_scalar(action: argparse.Action, value: Any) -> Any:
+    # TOML gives typed values; the command line's types parse text: the same text either way.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"expected {'a number' if action.type in (int, float) else 'a value like on the command line'}, "
+                        f"got {type(value).__name__}")
+    converted = action.type(str(value)) if action.type else str(value)
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"expected one of {', '.join(map(str, action.choices))}")
+    return converted

@@ -74,6 +74,7 @@ class Stats:
         self._frame_start = 0.0
         self._current: dict[str, float] = {}
         self._last_status = 0.0
+        self._status_off = False
         self.status_interval = status_interval
         self.counters: dict[str, float] = collections.defaultdict(float)
         self.info: dict[str, Any] = {}
@@ -138,19 +139,23 @@ class Stats:
         return " | ".join(parts)
 
     def maybe_print_status(self, stream=None) -> None:
+        if self._status_off:
+            return
         stream = stream or sys.stderr
         now = time.perf_counter()
-        interactive = stream.isatty()
-        interval = self.status_interval if interactive else max(self.status_interval, 2.0)
-        if now - self._last_status < interval:
-            return
-        self._last_status = now
-        line = self.status_line()
-        if interactive:
-            stream.write("\r" + line + "\x1b[K")
-        else:
-            stream.write(line + "\n")
-        stream.flush()
+        try:
+            interactive = stream.isatty()
+            interval = self.status_interval if interactive else max(self.status_interval, 2.0)
+            if now - self._last_status < interval:
+                return
+            self._last_status = now
+            line = self.status_line()
+            stream.write("\r" + line + "\x1b[K" if interactive else line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            # The terminal went away (a closed ssh session or window: EIO; a closed pipe): the show goes on without
+            # its status line rather than dying on a write nobody can read.
+            self._status_off = True
 
     def summary(self) -> dict[str, Any]:
         elapsed = time.perf_counter() - self.started

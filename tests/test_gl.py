@@ -147,6 +147,50 @@ def test_hot_reload_swaps_good_and_keeps_last_good_on_error(gl, tmp_path):
     p.release()
 
 
+def test_hot_reload_survives_binary_files_nul_bytes_and_retyped_uniforms(gl, tmp_path):
+    """Issue 17: a shader of random bytes, and one that compiles but declares a known uniform with another type, used
+    to crash the show (UnicodeDecodeError; TypeError in draw). Both keep the last good program and say why."""
+    d = copy_shaders(tmp_path)
+    p = Pipeline(gl, W, H, shaders=d)
+    img = rgba(6)
+    p.frame.texture.write(img.tobytes())
+    blend = d / "blend.frag"
+    original = blend.read_text()
+    p.render(Fx(feedback=0.0), 0.0)
+    good = read(p.output.fbo).copy()
+
+    def swap(data: bytes) -> str:
+        blend.write_bytes(data)
+        st = blend.stat()
+        os.utime(blend, (st.st_atime, st.st_mtime + 2))
+        p.programs["blend"]._next_check = 0.0
+        p.reload_changed()
+        p.render(Fx(feedback=0.3, perturb=0.2), 0.5)  # every uniform set: nothing may raise
+        return p.shader_errors().get("blend") or ""
+
+    rng = np.random.default_rng(17)
+    assert "not a text file" in swap(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    assert swap(original.replace("void main", "\x00void main").encode())  # GL stops reading at the NUL: no main()
+    retyped = original.replace("uniform float alpha;", "uniform vec3 alpha;").replace("alpha);", "alpha.x);")
+    error = swap(retyped.encode())
+    line = 1 + retyped.splitlines().index("uniform vec3 alpha;")
+    assert f"blend.frag:{line}: uniform alpha is declared as vec3; the engine sets it as a float" in error, error
+    assert p.programs["blend"].reloads == 0
+    p.render(Fx(feedback=0.0), 0.0)
+    assert np.array_equal(read(p.output.fbo), good)  # still the original program
+    swap(original.encode())
+    assert p.programs["blend"].reloads == 1 and not p.shader_errors()
+    p.release()
+
+
+def test_a_retyped_uniform_at_start_is_a_setup_error(gl, tmp_path):
+    d = copy_shaders(tmp_path)
+    present = d / "present.frag"
+    present.write_text(present.read_text().replace("uniform bool flip_y;", "uniform float flip_y;").replace("flip_y ?", "flip_y > 0.5 ?"))
+    with pytest.raises(SetupError, match="uniform flip_y is declared as float; the engine sets it as a bool"):
+        Pipeline(gl, W, H, shaders=d)
+
+
 def test_readback_is_one_frame_late_and_flushes(gl, pipe):
     rb = Readback(gl, W, H)
     a, b = rgba(20), rgba(21)

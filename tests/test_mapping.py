@@ -300,7 +300,11 @@ def test_presets_leave_out_mapped_values_and_save_lfo_bases(tmp_path):
         ("[[map]]\nparam = 'fx.feedback'\nin = [1, 2]\nout = [0, 1]\nsmooth = 1\n", 5, "unknown key 'smooth'"),
         ("[[map]]\nparam = 'fx.feedback'\nout = [0, 1]\n", 1, "needs in = [low, high]"),
         ("[[map]]\nparam = 'fx.feedback'\nin = [1, 2]\nout = [0, 1]\n[[map]]\nparam = 'fx.feedback'\nin = [1, 2]\nout = [0, 1]\n", 6, "already mapped at line 2"),
-        ("[[lfo]]\nparam = 'fx.feedback'\nperiod = 0\ndepth = 1\n", 3, "period (seconds) must be > 0"),
+        ("[[lfo]]\nparam = 'fx.feedback'\nperiod = 0\ndepth = 1\n", 3, "period (seconds) must be at least 0.001"),
+        # Issue 17: values that passed validation and then crashed the show at start and after a hot reload.
+        ("[[lfo]]\nparam = 'fx.feedback'\nperiod = 1e-320\ndepth = 1\n", 3, "period (seconds) must be at least 0.001"),
+        ("[[map]]\nparam = 'fx.feedback'\nin = [1, 2]\nout = [0, 1]\ncurve = 'exponential'\nexponent = 710\n", 6,
+         "exponent must be within +-50"),
         ("[[lfo]]\nparam = 'fx.feedback'\nperiod = 1\n", 1, "needs depth"),
         ("[[lfo]]\nparam = 'fx.feedback'\nperiod = 1\ndepth = 1\nshape = 'saw'\n", 5, "shape must be one of"),
         ("[mapping]\nx = 1\n", 1, "unknown key 'mapping'"),
@@ -311,6 +315,15 @@ def test_bad_files_name_file_and_line(text, line, message):
         parse_mapping(text, "show.toml")
     assert e.value.line == line, str(e.value)
     assert str(e.value).startswith(f"show.toml:{line}: ") and message in str(e.value)
+
+
+def test_an_extrapolating_exponential_curve_stays_finite():
+    """clamp = false lets the input run past `in`: the curve grows but never raises (the parameter's bounds clamp it)."""
+    from engine.control.mapping import curve_value
+
+    for u in (-1e9, -30.0, 0.0, 0.5, 1.0, 30.0, 1e9):
+        for exponent in (-50.0, -3.0, 3.0, 50.0):
+            assert math.isfinite(curve_value("exponential", u, exponent=exponent))
 
 
 def test_a_bad_file_at_startup_is_a_usage_error(tmp_path):

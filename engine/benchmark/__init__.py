@@ -86,7 +86,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def _merge(ns: argparse.Namespace) -> dict[str, Any]:
     """defaults < config file [run] < command line; returns the merged options plus config generator/params."""
     from engine.config import load_config
-    from engine.options import config_run_options
+    from engine.options import Parser, check_config_options, config_run_options
 
     given = vars(ns)
     merged = dict(BENCH_DEFAULTS)
@@ -97,7 +97,10 @@ def _merge(ns: argparse.Namespace) -> dict[str, Any]:
         unused = sorted(k for k in cfg.run if k not in BENCH_DEFAULTS)
         if unused:
             log.info("config %s: [run] %s not used by engine bench", cfg.path, ", ".join(unused))
-        merged.update({k: v for k, v in cfg.run.items() if k in BENCH_DEFAULTS})
+        parser = Parser(prog="engine bench")
+        add_bench_arguments(parser)
+        used = {k: v for k, v in cfg.run.items() if k in BENCH_DEFAULTS}
+        merged.update(check_config_options(used, parser, BENCH_DEFAULTS, str(cfg.path)))
     merged.update({k: v for k, v in given.items() if k in BENCH_DEFAULTS})
     merged["_generator_options"] = dict(cfg.generator) if cfg else {}
     merged["_params"] = dict(cfg.params) if cfg else {}

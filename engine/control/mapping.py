@@ -58,6 +58,11 @@ from engine.params import ParamError, ParamSpec, ParamStore, round_half_up, spec
 log = logging.getLogger("engine.control.mapping")
 
 CURVES = ("linear", "exponential", "smoothstep", "steps")
+#: Bounds that keep every rule finite: e^(exponent u) overflows past exponent 709 (and an extrapolating input makes u
+#: large), t / period overflows for denormal periods. Both checked when the file is read, so a hot reload that breaks
+#: them keeps the last good mapping.
+MAX_EXPONENT = 50.0
+MIN_LFO_PERIOD = 1e-3
 SHAPES = ("sine", "triangle", "noise")
 MAP_KEYS = {"source", "param", "in", "out", "curve", "exponent", "steps", "smoothing", "clamp"}
 LFO_KEYS = {"param", "shape", "period", "phase", "depth", "seed"}
@@ -75,7 +80,9 @@ def curve_value(curve: str, u: float, *, exponent: float = 3.0, steps: int = 4) 
     if curve == "exponential":
         if abs(exponent) < 1e-9:
             return u
-        return math.expm1(exponent * u) / math.expm1(exponent)
+        # Unclamped inputs extrapolate: cap the argument so a far input gives a huge value (clamped by the
+        # parameter's own bounds), never an OverflowError.
+        return math.expm1(max(-700.0, min(700.0, exponent * u))) / math.expm1(exponent)
     if curve == "smoothstep":
         u = min(1.0, max(0.0, u))
         return u * u * (3.0 - 2.0 * u)
@@ -277,6 +284,9 @@ def parse_mapping(text: str, file: str = "<mapping>") -> MappingSet:
                 raise MappingError(file, where("map", i, "out"), f"out = [{out_lo:g}, {out_hi:g}] leaves {spec.path}'s range {spec.range_text()}")
         curve = choice("map", i, body, "curve", CURVES, "linear")
         exponent = float(num("map", i, body, "exponent", 3.0))
+        if abs(exponent) > MAX_EXPONENT:
+            raise MappingError(file, where("map", i, "exponent"), f"exponent must be within +-{MAX_EXPONENT:g} (steeper is a "
+                               f"step: use curve = \"steps\"), got {exponent:g}")
         steps = int(num("map", i, body, "steps", 4, integer=True))
         if steps < 2:
             raise MappingError(file, where("map", i, "steps"), "steps must be at least 2")
@@ -298,8 +308,9 @@ def parse_mapping(text: str, file: str = "<mapping>") -> MappingSet:
         spec = target("lfo", i, body)
         shape = choice("lfo", i, body, "shape", SHAPES, "sine")
         period = float(num("lfo", i, body, "period"))
-        if period <= 0:
-            raise MappingError(file, where("lfo", i, "period"), "period (seconds) must be > 0")
+        if period < MIN_LFO_PERIOD:
+            raise MappingError(file, where("lfo", i, "period"), f"period (seconds) must be at least {MIN_LFO_PERIOD:g} "
+                               f"(faster than the frame rate only aliases), got {period:g}")
         phase = float(num("lfo", i, body, "phase", 0.0))
         depth = float(num("lfo", i, body, "depth"))
         seed = int(num("lfo", i, body, "seed", 0, integer=True))

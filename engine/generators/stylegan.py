@@ -228,8 +228,9 @@ class StyleGANGenerator(Generator):
         init_seed = _positive_int(options.get("init_seed", 0), "init_seed", allow_zero=True)
         net = build_default_network(
             res, channel_base=widths["channel_base"], channel_max=widths["channel_max"], init_seed=init_seed,
-            num_fp16_res=int(options.get("num_fp16_res", 4)), noise_strength=float(options.get("noise_strength", 0.08)),
-            rgb_decay=float(options.get("rgb_decay", 0.8)), device=device,
+            num_fp16_res=_positive_int(options.get("num_fp16_res", 4), "num_fp16_res", allow_zero=True),
+            noise_strength=_finite_float(options.get("noise_strength", 0.08), "noise_strength"),
+            rgb_decay=_finite_float(options.get("rgb_decay", 0.8), "rgb_decay"), device=device,
         )
         calib = colour_calibration(net, device) if bool(options.get("calibrate", True)) else None
         notes = [f"random weights from init_seed {init_seed} (not trained): abstract imagery"]
@@ -579,12 +580,26 @@ def edit_parameter_names(names: list[str]) -> list[str]:
 
 def _positive_int(v: Any, name: str, allow_zero: bool = False) -> int:
     try:
+        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+            raise ValueError
         i = int(v)
-    except (TypeError, ValueError):
-        raise UsageError(f"generator option {name}={v!r} is not an integer") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"generator option {name}={v!r} is not a whole number") from None
     if i < 0 or (i == 0 and not allow_zero):
         raise UsageError(f"generator option {name}={v!r} must be {'>= 0' if allow_zero else '> 0'}")
     return i
+
+
+def _finite_float(v: Any, name: str) -> float:
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        f = float(v)
+    except (TypeError, ValueError):
+        raise UsageError(f"generator option {name}={v!r} is not a number") from None
+    if not math.isfinite(f):
+        raise UsageError(f"generator option {name}={v!r} must be finite")
+    return f
 
 
 def _jsonable(x: Any) -> Any:

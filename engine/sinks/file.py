@@ -5,11 +5,18 @@
 
 Encoding runs on a worker thread (engine.sinks._worker): a live show drops frames if the encoder falls behind
 (counted in the stats), an offline render waits so every frame is written.
+
+A recording that cannot be written fails loudly but alone: the path is checked for writing at setup (exit 2); the
+first write error (a full disk, a removed drive) stops this sink's writing, with one log line, while the show and the
+other sinks go on; at the end a video is opened again to check that it holds every frame written. `failed` in the
+stats says why a recording was lost, and `engine run` then exits 1 naming it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,6 +25,8 @@ import numpy as np
 from engine.errors import SetupError, UsageError
 from engine.sinks.base import Sink
 from engine.sinks._worker import FrameWorker
+
+log = logging.getLogger("engine.sinks.file")
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv"}
 _SEQUENCE = re.compile(r"%0?\d*d")
@@ -49,6 +58,8 @@ class FileSink(Sink):
         self.container = None
         self.stream = None
         self.count = 0
+        self.failed: str | None = None  # why the recording was lost; nothing more is written once set
+        self.lost = 0  # frames that reached the sink after it failed
 
     def open(self, gl, width: int, height: int, fps: float) -> None:
         self.width, self.height = width, height
@@ -56,6 +67,7 @@ class FileSink(Sink):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise SetupError(f"file sink: cannot create folder {self.path.parent}: {e.strerror}") from None
+        self._check_writable()
         if not self.sequence:
             if width % 2 or height % 2:
                 raise SetupError(f"file sink: H.264 needs even dimensions, got {width}x{height}; use an even --size")
@@ -77,31 +89,86 @@ class FileSink(Sink):
         # The worker copies into its own recycled buffers: the readback buffer is reused two frames later.
         self.worker.submit(pixels, frame_index, block=not self.realtime)
 
+    def _check_writable(self) -> None:
+        """At setup: can this path be written at all (a read-only or virtual file system, a missing permission)?"""
+        try:
+            if self.sequence:
+                with tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=".engine-write-check-"):
+                    pass
+            else:
+                with open(self.path, "wb"):
+                    pass
+        except OSError as e:
+            raise SetupError(f"file sink: cannot write {self.path}: {e.strerror or e}") from None
+
     def _write(self, pixels: np.ndarray, frame_index: int) -> None:
-        if self.sequence:
-            from PIL import Image
+        if self.failed:
+            self.lost += 1
+            return
+        try:
+            if self.sequence:
+                from PIL import Image
 
-            Image.fromarray(pixels[..., :3]).save(str(self.path) % self.count, compress_level=1)
-        else:
-            import av
+                Image.fromarray(pixels[..., :3]).save(str(self.path) % self.count, compress_level=1)
+            else:
+                import av
 
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgba")
-            for packet in self.stream.encode(frame):
-                self.container.mux(packet)
+                frame = av.VideoFrame.from_ndarray(pixels, format="rgba")
+                for packet in self.stream.encode(frame):
+                    self.container.mux(packet)
+        except Exception as e:  # OSError (ENOSPC, EIO), av's errors: stop here, never write into a broken file
+            self._fail(f"writing frame {self.count} failed: {_reason(e)}")
+            self.lost += 1
+            return
         self.count += 1
+
+    def _fail(self, reason: str) -> None:
+        if self.failed is None:
+            self.failed = reason
+            if not self.sequence:  # a video without its end (the index) is lost whole; PNGs already written stay
+                self.lost += self.count
+                self.count = 0
+            log.error("file sink %s: %s; this recording stops here, the show goes on", self.path, reason)
 
     def stats(self):
         out = self.worker.stats() if self.worker is not None else super().stats()
-        out["written"] = self.count
+        out.update(written=self.count, failed=self.failed, lost=self.lost)
         return out
 
     def close(self) -> None:
         if self.worker is not None:
             self.worker.close(timeout=300.0)  # an offline render drains every queued frame
         if self.container is not None:
+            container, self.container = self.container, None
             try:
-                for packet in self.stream.encode():  # flush the encoder's delayed frames
-                    self.container.mux(packet)
-            finally:
-                self.container.close()
-                self.container = None
+                if not self.failed:
+                    for packet in self.stream.encode():  # flush the encoder's delayed frames
+                        container.mux(packet)
+            except Exception as e:
+                self._fail(f"finishing the file failed: {_reason(e)}")
+            try:
+                container.close()
+            except Exception as e:
+                self._fail(f"closing the file failed: {_reason(e)}")
+            if not self.failed:
+                self._verify()
+
+    def _verify(self) -> None:
+        """Open the finished video again: an encoder or file system that swallowed an error leaves a file without
+        its index, or with fewer frames than were written."""
+        import av
+
+        try:
+            with av.open(str(self.path)) as c:
+                frames = c.streams.video[0].frames if c.streams.video else 0
+        except Exception as e:
+            self._fail(f"the finished file cannot be read back ({_reason(e)}): it is incomplete")
+            return
+        # Matroska keeps no frame count in its header (and survives truncation by design): check the others.
+        if self.count and frames != self.count and (frames or self.path.suffix.lower() != ".mkv"):
+            self._fail(f"the finished file holds {frames} of the {self.count} frames written: it is incomplete")
+
+
+def _reason(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return text.splitlines()[0]
