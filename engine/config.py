@@ -28,6 +28,7 @@ from typing import Any
 
 from engine.errors import UsageError
 from engine.params import SPECS, ParamError, spec_for
+from engine.paths import user_path
 
 GROUPS = sorted({s.group for s in SPECS})
 
@@ -43,7 +44,7 @@ class Config:
 
 def load_config(path: str | Path, run_options: set[str]) -> Config:
     """Read and validate a config file. `run_options`: the valid [run] keys (argparse dests)."""
-    p = Path(path).expanduser()
+    p = user_path(path, "config file")
     if not p.is_file():
         raise UsageError(f"config file not found: {p}")
     try:

@@ -54,6 +54,7 @@ from engine.control import Controller
 from engine.control.thermal import FIELDS
 from engine.errors import UsageError
 from engine.params import ParamError, ParamSpec, ParamStore, round_half_up, spec_for
+from engine.paths import user_path
 
 log = logging.getLogger("engine.control.mapping")
 
@@ -354,7 +355,7 @@ class MappingEngine(Controller):
     `feed` is anything with a `current` Sample (the ThermalSampler, or the Replayer)."""
 
     def __init__(self, path: str | Path, feed: Any = None, *, poll: float = 0.5, watch: bool = True):
-        self.path = Path(path).expanduser()
+        self.path = user_path(path, "--map")
         try:
             self._active = load_mapping(self.path)
         except MappingError as e:

@@ -11,14 +11,13 @@ Modules are imported lazily: diffusers is only imported for diffusion specs.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from engine.errors import UsageError
 from engine.generators.base import Generator
+from engine.paths import user_path
 
 __all__ = ["Generator", "create_generator", "STYLEGAN_SUFFIXES"]
 
@@ -41,7 +40,7 @@ def create_generator(spec: str, *, size: int | None, device: torch.device, optio
 
         model = spec.partition(":")[2]
         return DiffusionGenerator.from_spec(model, size=size, device=device, **options)
-    path = Path(os.path.expanduser(spec))
+    path = user_path(spec, "--generator")
     if path.suffix.lower() in STYLEGAN_SUFFIXES:
         if not path.is_file():
             raise UsageError(f"generator file not found: {path} (pass a .pkl/.pt/.safetensors StyleGAN network, or --generator stylegan2)")

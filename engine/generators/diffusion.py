@@ -47,6 +47,7 @@ from engine.clock import FrameTime
 from engine.errors import SetupError, UsageError
 from engine.generators.base import Generator
 from engine.params import Diffusion, Params
+from engine.paths import user_path
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 TINY_VAE_SD = "madebyollin/taesd"
@@ -74,7 +75,7 @@ def hub_cache_dir() -> str:
 def locate(ref: str, what: str, *, hint: str = "") -> Path:
     """A local folder (or file) for `ref`: an existing path, else a hub id in the local Hugging Face cache.
     Raises UsageError with where it looked and the command that fetches it."""
-    path = Path(os.path.expanduser(ref))
+    path = user_path(ref, what)
     if path.exists():
         return path
     looks_like_path = ref.startswith((".", "/", "~", "\\")) or os.sep in ref.replace("/", "") or ref.count("/") != 1
@@ -434,7 +435,7 @@ class DiffusionGenerator(Generator):
         missing = [n for n in needed if not (folder / n / ("scheduler_config.json" if n == "scheduler" else "")).exists()]
         if not index or missing:
             what = ", ".join(f"{n}/" for n in missing) or "model_index.json"
-            local = Path(os.path.expanduser(model)).exists()
+            local = user_path(model, "diffusion model").exists()
             fix = ("save the whole pipeline there with diffusers' save_pretrained, or give a hub id from the local cache"
                    if local else f"fetch it again with: hf download {model}")
             raise UsageError(f"{folder} is not a complete diffusers model (missing {what}); {fix}")

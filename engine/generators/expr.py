@@ -164,7 +164,10 @@ def _compile(node: ast.AST, src: str, uses_t: list[bool]) -> _Fn:
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             raise ExprError(f"{src!r}: {node.value!r} is not a number; only numbers are allowed as constants")
-        v = float(node.value)
+        try:
+            v = float(node.value)
+        except OverflowError:
+            raise ExprError(f"{src!r}: the number {str(node.value)[:20]}... is too large (limit about 1e308)") from None
         return lambda env: v
     if isinstance(node, ast.Name):
         if node.id in VARIABLES:

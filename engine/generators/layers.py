@@ -348,13 +348,20 @@ def _split_args(s: str) -> list[str]:
     return [a for a in (x.strip() for x in out)]
 
 
+#: No synthesis layer has more channels than this (config-f: 512; channel_max is bounded far below): a larger index
+#: or range end is a typo, refused where the text is parsed instead of costing memory per frame.
+MAX_CHANNEL_INDEX = 65535
+
+
 def _check_channels(spec: str) -> str:
     spec = spec.strip() or "all"
-    if spec == "all" or re.fullmatch(r"\d+(\.\d+)?%", spec):
+    if spec == "all" or re.fullmatch(r"\d{1,3}(\.\d+)?%", spec):
         return spec
     for tok in re.split(r"[\s,]+", spec):
         if not re.fullmatch(r"\d+(-\d+)?", tok):
             raise UsageError(f"stylegan.bend: channel selection {spec!r} is not all, 'P%' or indices/ranges like '0 3 8-15'")
+        if any(len(v) > 6 or int(v) > MAX_CHANNEL_INDEX for v in tok.split("-")):
+            raise UsageError(f"stylegan.bend: channel {tok!r} is beyond any layer (indices 0..{MAX_CHANNEL_INDEX})")
     return spec
 
 
@@ -401,7 +408,7 @@ def channel_index(spec: str, c: int, layer: str) -> torch.Tensor | None:
     for tok in re.split(r"[\s,]+", spec.strip()):
         if "-" in tok:
             a, b = (int(v) for v in tok.split("-"))
-            idx.update(range(min(a, b), max(a, b) + 1))
+            idx.update(range(min(a, b), min(max(a, b), c - 1) + 1))  # the layer's channels bound the work
         else:
             idx.add(int(tok))
     return torch.as_tensor(sorted(i for i in idx if i < c), dtype=torch.long)
@@ -421,13 +428,18 @@ def bend_maps(x: torch.Tensor, op: str, args: list[float]) -> torch.Tensor:
         lo = x.amin(dim=(2, 3), keepdim=True)
         return hi + lo - x
     if op in ("erode", "dilate"):
-        r = max(int(round(args[0])), 0)
+        # A radius past the map's size changes nothing more: bound it there, and filter rows then columns (a square
+        # max is separable), so the cost is O(h w r), not O(h w r^2), whatever number arrives.
+        h, w = x.shape[-2:]
+        radius = args[0] if math.isfinite(args[0]) else 0.0
+        r = int(min(max(round(radius), 0), max(h, w)))
         if r == 0:
             return x
         k = 2 * r + 1
-        if op == "dilate":
-            return F.max_pool2d(x, k, stride=1, padding=r)
-        return -F.max_pool2d(-x, k, stride=1, padding=r)
+        y = x if op == "dilate" else -x
+        y = F.max_pool2d(y, (k, 1), stride=1, padding=(r, 0))
+        y = F.max_pool2d(y, (1, k), stride=1, padding=(0, r))
+        return y if op == "dilate" else -y
     if op in ("translate", "rotate", "scale"):
         dx = dy = 0.0
         angle = 0.0

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from engine.errors import UsageError
+from engine.paths import user_path
 
 W_SUFFIXES = (".npz", ".pt", ".pth", ".npy")
 
@@ -61,7 +61,7 @@ def load_w(path: str | Path, num_ws: int, w_dim: int) -> "torch.Tensor":  # noqa
     UsageError (one line) when the file is missing, unreadable or of the wrong shape."""
     import torch
 
-    path = Path(os.path.expanduser(str(path)))
+    path = user_path(path, "latent file")
     if not path.is_file():
         raise UsageError(f"latent file not found: {path}")
     suffix = path.suffix.lower()

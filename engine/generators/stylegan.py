@@ -42,6 +42,7 @@ from engine.generators.motion import (
     seed_to_z,
 )
 from engine.params import Params
+from engine.paths import user_path
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ class StyleGANGenerator(Generator):
             other = build_default_network(self.native_resolution, channel_base=k["channel_base"], channel_max=k["channel_max"],
                                           init_seed=seed, init_kwargs=k)
         else:
-            path = Path(text).expanduser()
+            path = user_path(text, "blend network")
             if not path.is_file():
                 raise UsageError(f"blend network not found: {path}")
             other, _ = load_network_file(path)

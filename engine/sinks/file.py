@@ -18,13 +18,13 @@ import logging
 import re
 import tempfile
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
 from engine.errors import SetupError, UsageError
-from engine.sinks.base import Sink
+from engine.paths import user_path
 from engine.sinks._worker import FrameWorker
+from engine.sinks.base import Sink
 
 log = logging.getLogger("engine.sinks.file")
 
@@ -40,7 +40,7 @@ class FileSink(Sink):
         super().__init__(target)
         if not target:
             raise UsageError("the file sink needs a path: --sink file:out.mp4 or --sink file:frames/%05d.png")
-        self.path = Path(target).expanduser()
+        self.path = user_path(target, "file sink")
         self.sequence = bool(_SEQUENCE.search(target))
         if self.sequence:
             if self.path.suffix.lower() != ".png":

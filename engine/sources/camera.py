@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import torch
 
 from engine.errors import SetupError, UsageError
+from engine.paths import user_path
 from engine.sources.base import ThreadedSource
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class CameraSource(ThreadedSource):
         target = (target or "0").strip()
         self.target = target
         self.index = int(target) if target.isdigit() else None
-        path = Path(target).expanduser()
+        path = user_path(target, "camera source")
         self.is_file = self.index is None and not target.startswith(_URL_PREFIXES)
         if self.is_file and not path.is_file():
             raise UsageError(f"camera source {target!r}: not a device index (0, 1, ...), a video file or a stream URL")

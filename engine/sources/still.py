@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 
 from engine.clock import FrameTime
 from engine.errors import UsageError
+from engine.paths import user_path
 from engine.sources.base import HostUpload, Source
 
 
@@ -25,7 +25,7 @@ class ImageSource(Source):
         super().__init__(height, width, device)
         if not path:
             raise UsageError("image source needs a file: --source image:PATH (or set source.image)")
-        p = Path(path).expanduser()
+        p = user_path(path, "image source")
         if not p.is_file():
             raise UsageError(f"image source: file not found: {p}")
         from PIL import Image, UnidentifiedImageError
