@@ -578,6 +578,36 @@ def test_max_patch_is_a_valid_patcher_wired_to_real_addresses():
         server.stop()
 
 
+def test_replies_to_one_host_are_bounded_so_a_forged_sender_cannot_amplify():
+    """Issue 17: /engine/list answers ~66 messages (13 kB) to the sender's host. With a forged UDP source that host is
+    someone else: what one host can be sent is bounded (100 messages/s, burst 200), other hosts are unaffected."""
+    server = OscServer("127.0.0.1", 0)
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        victim.bind(("127.0.0.1", 0))
+        other.bind(("127.0.0.2", 0))
+        for _ in range(20):  # 20 requests "from" the victim ask for ~1300 replies
+            server.handle_packet(_m("/engine/list").dgram, victim.getsockname())
+        to_victim = server.counts["replies"]
+        assert 66 <= to_victim <= 2 * 100 + 20, to_victim
+        server.handle_packet(_m("/engine/list").dgram, other.getsockname())
+        assert server.counts["replies"] - to_victim == len(SPECS) + 2  # the other host's whole list
+        victim.settimeout(1.0)
+        received = 0
+        try:
+            while True:
+                victim.recvfrom(65536)
+                received += 1
+        except socket.timeout:
+            pass
+        assert received == to_victim  # replies went to the requesting host:port, nowhere else
+    finally:
+        server.stop()
+        victim.close()
+        other.close()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # End to end: `engine run` as a subprocess, driven over UDP
 # ----------------------------------------------------------------------------------------------------------------

@@ -161,6 +161,13 @@ def test_replay_feeds_the_recorded_temperature_and_holds_after_the_end(tmp_path)
     (json.dumps({"format": FORMAT, "params": {}}) + "\n{oops\n", ":2: not JSON"),
     (json.dumps({"format": FORMAT, "params": {}}) + '\n{"f": 1, "set": {"fx.feedback": 9}}\n', ":2: fx.feedback: 9 is above the maximum"),
     (json.dumps({"format": FORMAT, "params": {"latent.nope": 1}}) + "\n", ":1: unknown parameter"),
+    # Issue 17: each of these was a traceback, or (t = NaN) black frames with no error.
+    ('{"format": "%s", "params": [1, 2]}\n' % FORMAT, ':1: "params" must be an object'),
+    (json.dumps({"format": FORMAT, "params": {}}) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n", ":2: nested too deeply"),
+    (json.dumps({"format": FORMAT, "params": {}}) + '\n{"f": 1, "t": NaN}\n', ":2: t must be a finite number"),
+    (json.dumps({"format": FORMAT, "params": {}}) + '\n{"f": 1, "t": Infinity}\n', ":2: t must be a finite number"),
+    (json.dumps({"format": FORMAT, "params": {}}) + '\n{"f": 1, "set": [1]}\n', ':2: "set" must be an object'),
+    (json.dumps({"format": FORMAT, "params": {}}) + '\n{"f": true}\n', ":2: frame index must be a whole number"),
 ])
 def test_bad_recordings_are_usage_errors_with_file_and_line(tmp_path, content, message):
     p = tmp_path / "bad.jsonl"

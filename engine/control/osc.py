@@ -161,6 +161,7 @@ class OscServer(Controller):
         sender_rate: float = 5000.0,
         total_rate: float = 20000.0,
         reply_rate: float = 500.0,
+        host_reply_rate: float = 100.0,
         max_packet: int = MAX_PACKET,
     ):
         self.host = host
@@ -172,6 +173,10 @@ class OscServer(Controller):
         self._senders: dict[Any, TokenBucket] = {}
         self._total = TokenBucket(total_rate, total_rate)
         self._replies = TokenBucket(reply_rate, reply_rate * 2)
+        # Per requesting host: replies only ever go to the sender's own host, but a UDP sender address can be forged,
+        # so what one host can be sent is bounded too (a full /engine/list, ~66 messages, fits the burst).
+        self._host_reply_rate = float(host_reply_rate)
+        self._reply_hosts: dict[Any, TokenBucket] = {}
         self._limiter = LogLimiter(log, interval=2.0)
 
         # Hooks wired by build_controllers (all called on the render thread, inside before_frame).
@@ -336,6 +341,16 @@ class OscServer(Controller):
         return args, None
 
     def _send(self, client: Any, port: int | None, address: str, args: list[Any]) -> None:
+        host = self._reply_hosts.get(client[0])
+        if host is None:
+            if len(self._reply_hosts) >= 256:
+                self._reply_hosts.pop(next(iter(self._reply_hosts)))
+            host = self._reply_hosts[client[0]] = TokenBucket(self._host_reply_rate, 2 * self._host_reply_rate)
+        if not host.take():
+            self.counts["replies_dropped"] += 1
+            self._limiter("host_replies", "OSC: replies to %s over %g messages/s; dropping them",
+                          client[0], self._host_reply_rate)
+            return
         if not self._replies.take():
             self.counts["replies_dropped"] += 1
             self._limiter("replies", "OSC: replying faster than %g messages/s; dropping replies", self._replies.rate)

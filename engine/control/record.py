@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -44,6 +45,7 @@ from engine.control import Controller
 from engine.control.thermal import FIELDS, Sample
 from engine.errors import UsageError
 from engine.params import SPECS, ParamError, Params, ParamStore, spec_for, with_values
+from engine.paths import user_path
 
 log = logging.getLogger("engine.control.record")
 
@@ -76,7 +78,7 @@ def diff(old: Params, new: Params) -> dict[str, Any]:
 
 class Recorder(Controller):
     def __init__(self, path: str | Path, thermal: Any = None):
-        self.path = Path(path).expanduser()
+        self.path = user_path(path, "--record")
         try:  # fail at setup if it cannot be written, but only truncate an old recording once the show starts
             self.path.parent.mkdir(parents=True, exist_ok=True)
             open(self.path, "a", encoding="utf-8").close()
@@ -186,7 +188,7 @@ class Replayer(Controller):
     """Applies a recording frame by frame. Also a temperature feed: `current` is the recorded sample."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser()
+        self.path = user_path(path, "--replay")
         self.params, self.sets, self.temps, self.first, self.last = self._load()
         self.current: Sample | None = None
         self.latest: Sample | None = None
@@ -214,32 +216,43 @@ class Replayer(Controller):
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise UsageError(f"--replay {where}:{n}: not JSON ({e.msg})") from None
+                except RecursionError:
+                    raise UsageError(f"--replay {where}:{n}: nested too deeply to be a recording line") from None
                 if not isinstance(obj, dict):
                     raise UsageError(f"--replay {where}:{n}: expected a JSON object")
                 if n == 1 or params is None:
                     if obj.get("format") != FORMAT:
                         raise UsageError(f"--replay {where}:{n}: not an engine recording (expected format {FORMAT!r})")
+                    start = obj.get("params") or {}
+                    if not isinstance(start, dict):
+                        raise UsageError(f"--replay {where}:{n}: \"params\" must be an object of parameter values")
                     try:
-                        params = with_values(Params(), {k: _vec(k, v) for k, v in (obj.get("params") or {}).items()})
+                        params = with_values(Params(), {k: _vec(k, v) for k, v in start.items()})
                     except ParamError as e:
                         raise UsageError(f"--replay {where}:{n}: {e}") from None
                     continue
                 if "f" not in obj:
                     continue  # the end line
                 fi = obj["f"]
-                if not isinstance(fi, int):
-                    raise UsageError(f"--replay {where}:{n}: frame index must be an integer")
+                if isinstance(fi, bool) or not isinstance(fi, int) or fi < 0:
+                    raise UsageError(f"--replay {where}:{n}: frame index must be a whole number >= 0")
                 if obj.get("begin"):
                     first = fi if first is None else first
                 if "set" in obj:
+                    if not isinstance(obj["set"], dict):
+                        raise UsageError(f"--replay {where}:{n}: \"set\" must be an object of parameter values")
                     try:
                         vals = {spec_for(k).path: spec_for(k).coerce(_vec(k, v)) for k, v in obj["set"].items()}
                     except (ParamError, AttributeError) as e:
                         raise UsageError(f"--replay {where}:{n}: {e}") from None
                     sets.setdefault(fi, {}).update(vals)
                 if "temp" in obj and isinstance(obj["temp"], dict):
-                    temps[fi] = {k: float(v) for k, v in obj["temp"].items() if k in FIELDS and isinstance(v, (int, float))}
-                if isinstance(obj.get("t"), (int, float)) and not isinstance(obj.get("t"), bool):
+                    temps[fi] = {k: float(v) for k, v in obj["temp"].items()
+                                 if k in FIELDS and _finite_number(v)}
+                if "t" in obj:
+                    # A NaN or infinite show time rendered black frames with no error: refuse it.
+                    if not _finite_number(obj["t"]):
+                        raise UsageError(f"--replay {where}:{n}: t must be a finite number of seconds, got {obj['t']!r}")
                     times[fi] = float(obj["t"])
                 last = max(last, fi)
         if params is None:
@@ -276,6 +289,10 @@ class Replayer(Controller):
     def stats(self) -> dict[str, Any]:
         return {"file": str(self.path), "frames": self.frames, "frames_with_changes": self.applied, "finished": self.finished,
                 "recorded_frames": self.last - self.first + 1}
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _vec(path: str, v: Any) -> Any:
