@@ -24,7 +24,9 @@ from engine.errors import EngineError, UsageError
 from engine.options import (
     RUN_DEFAULTS,
     Parser,
+    add_max_params_argument,
     add_threads_argument,
+    apply_process_limits,
     assignment,
     check_config_options,
     config_run_options,
@@ -76,6 +78,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--upload", choices=("auto", "staged", "interop"), default=S,
                    help="generator -> texture path: interop (CUDA-GL, zero host copies), staged (through host memory), auto = interop when possible")
     add_threads_argument(e, default=S)
+    add_max_params_argument(e, default=S)
     try:
         from engine.control import add_cli_arguments
     except ImportError:  # control layer not present in this build
@@ -99,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--size", type=positive_int, metavar="N", help="size to build --generator at")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.add_argument("--markdown", action="store_true", help="with --params: the README's Markdown table")
+    add_max_params_argument(info)
 
     # `engine project` (engine.generators.project.cmd_project; torch is imported only when it runs).
     pr = sub.add_parser("project", help="find the StyleGAN latent (w or w+) that reproduces an image",
@@ -115,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", type=Path, default=None, metavar="PATH", help="latent file to write, .npz or .pt (default IMAGE_STEM.w.npz beside the image)")
     pr.add_argument("--save-image", type=Path, default=None, metavar="PNG", help="also write the projected image")
     add_threads_argument(pr)
+    add_max_params_argument(pr)
 
     # `engine bench` (engine.benchmark.cmd_bench; torch, matplotlib and tqdm are imported only when it runs).
     from engine.benchmark import add_bench_arguments
@@ -213,6 +218,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
     opts, values, merged = resolve_run_options(ns)
     cpu_threads.apply(*threads_option(merged.threads, ns))
+    apply_process_limits(merged.max_params)
     store = ParamStore()
     try:
         store.update(values)
@@ -289,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler = _extra_command(ns.command)
         if ns.command not in _THREADS_AFTER_CONFIG:
             cpu_threads.apply(getattr(ns, "threads", None))
+            apply_process_limits(getattr(ns, "max_params", None))
         return handler(ns)
     except EngineError as e:
         sys.stderr.write(f"engine: error: {e}\n")

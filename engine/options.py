@@ -70,6 +70,19 @@ def add_threads_argument(p: argparse.ArgumentParser, default: Any = None) -> Non
                         "beside the show cost it their share; `engine info` shows the choice)")
 
 
+def add_max_params_argument(p: argparse.ArgumentParser, default: Any = None) -> None:
+    p.add_argument("--max-params", type=positive_int, default=default, metavar="N",
+                   help="refuse a network file whose settings ask for more parameters than this (default 200000000; "
+                        "official StyleGAN networks have about 30 million)")
+
+
+def apply_process_limits(max_params: int | None) -> None:
+    """Process-wide limits a command's options set before any network loads."""
+    from engine.generators.pickle_loader import set_max_params
+
+    set_max_params(max_params)
+
+
 #: Options of `engine run` that may also come from the config file's [run] table: dest -> default.
 RUN_DEFAULTS: dict[str, Any] = {
     "generator": "stylegan2",
@@ -89,6 +102,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "source": None,
     "quiet": False,
     "threads": None,
+    "max_params": None,
 }
 
 

@@ -211,6 +211,116 @@ def test_settings_that_do_not_fit_the_tensors_give_a_clear_error(tmp_path, chang
     assert "\n" not in str(e.value)
 
 
+# -- issue 17: hostile files that hung, ate memory or built billions of parameters ------------------------------------
+
+
+def test_shared_settings_are_walked_once_and_cycles_refused():
+    import time
+
+    dag: list = [0]
+    for _ in range(14):  # 10^14 paths through 14 shared lists: each converted once
+        dag = [dag] * 10
+    t0 = time.perf_counter()
+    out = pl.plain({"x": dag})
+    assert time.perf_counter() - t0 < 1.0 and len(out["x"]) == 10
+    looped: list = [1]
+    looped.append(looped)
+    with pytest.raises(UsageError, match="contain themselves"):
+        pl.plain({"mapping_kwargs": looped})
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(UsageError, match="nest deeper"):
+        pl.plain(deep)
+
+
+def test_a_pickle_whose_settings_are_a_dag_or_a_cycle_is_one_error_fast(tmp_path):
+    import time
+
+    G = _sg3("t", seed=7)
+    dag: list = [1]
+    for _ in range(60):
+        dag = [dag, dag]
+    for bad, message in ((dag, "nest deeper"), ("self", "contain themselves")):
+        kwargs = dict(G._init_kwargs)
+        if bad == "self":
+            loop: dict = {}
+            loop["again"] = loop
+            kwargs["mapping_kwargs"] = loop
+        else:
+            kwargs["mapping_kwargs"] = {"extra": bad}
+        G._init_kwargs = kwargs
+        t0 = time.perf_counter()
+        with pytest.raises(UsageError, match=message) as e:
+            pl.load_network(fx.official_pickle(tmp_path / "net.pkl", G))
+        assert time.perf_counter() - t0 < 10 and "\n" not in str(e.value)
+
+
+def test_shared_or_circular_modules_are_refused():
+    rec = pl.Record()
+    rec.__setstate__({"_parameters": {}, "_buffers": {}, "_modules": {}})
+    child = pl.Record()
+    child.__setstate__({"_parameters": {}, "_buffers": {}, "_modules": {}})
+    rec.submodules["a"] = child
+    rec.submodules["b"] = child  # the same module twice: a DAG of these is exponential
+    with pytest.raises(UsageError, match="appears twice"):
+        pl.record_tensors(rec)
+    loop = pl.Record()
+    loop.__setstate__({"_parameters": {}, "_buffers": {}, "_modules": {}})
+    loop.submodules["me"] = loop
+    with pytest.raises(UsageError, match="appears twice"):
+        pl.record_tensors(loop)
+
+
+@pytest.mark.parametrize("family,kwargs", [
+    ("stylegan2", dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=64, img_channels=3, channel_base=1024, channel_max=32, mapping_kwargs={"num_layers": 2})),
+    ("stylegan2", dict(z_dim=16, c_dim=4, w_dim=32, img_resolution=32, img_channels=3, channel_base=512, channel_max=64, mapping_kwargs={})),
+    ("stylegan3", dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=64, img_channels=3, channel_base=2048, channel_max=64, mapping_kwargs={})),
+    ("stylegan3", dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=64, img_channels=3, channel_base=2048, channel_max=64, conv_kernel=1, mapping_kwargs={})),
+])
+def test_the_parameter_estimate_matches_what_gets_built(family, kwargs):
+    mod = s2 if family == "stylegan2" else s3
+    actual = sum(p.numel() for p in mod.Generator(**kwargs).parameters())
+    assert pl.estimate_parameters(family, kwargs) == pytest.approx(actual, rel=0.01)
+
+
+def test_settings_inside_the_size_limits_that_ask_for_billions_are_refused_before_allocating(tmp_path):
+    """A ~200-byte .safetensors of ours (no size limits before) and the same settings in any format: 4096 px,
+    channel_max 4096, z/w 8192 is about 3.4 billion parameters."""
+    import json
+    import subprocess
+    import time
+
+    huge = dict(z_dim=8192, c_dim=0, w_dim=8192, img_resolution=4096, img_channels=3, channel_base=2**20,
+                channel_max=4096, mapping_kwargs={})
+    path = tmp_path / "huge.safetensors"
+    save_file({"engine.x": torch.zeros(1)}, str(path), metadata={"format": pl.FORMAT_SG2, "config": json.dumps(huge)})
+    assert path.stat().st_size < 1000
+    t0 = time.perf_counter()
+    with pytest.raises(UsageError, match=r"about 3,4\d\d million parameters, over the limit of 200 million"):
+        pl.load_safetensors(path)
+    assert time.perf_counter() - t0 < 1.0
+    p = subprocess.run([sys.executable, "-m", "engine", "run", "--generator", str(path), "--frames", "1", "--sink", "null",
+                        "--osc-port", "0", "--quiet", "--max-params", "1000"], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    assert p.returncode == 2 and "over the limit of 1,000 (" in p.stderr, p.stderr
+    errors = [x for x in p.stderr.splitlines() if x.startswith("engine: error:")]
+    assert len(errors) == 1 and "over the limit" in errors[0], p.stderr
+    pl.set_max_params(None)
+
+
+def test_max_params_lowered_refuses_an_ordinary_network(tmp_path):
+    G = _sg3("t", seed=7)
+    path = fx.official_pickle(tmp_path / "net.pkl", G)
+    try:
+        pl.set_max_params(1000)
+        with pytest.raises(UsageError, match="over the limit"):
+            pl.load_network(path, use_cache=False)
+    finally:
+        pl.set_max_params(None)
+    assert pl.load_network(path, use_cache=False) is not None
+
+
 def test_a_failed_build_names_the_reason_even_for_a_bare_assertion():
     from engine.generators import stylegan2 as s2
 

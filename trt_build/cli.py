@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import SetupError
-from engine.options import add_threads_argument, positive_int
+from engine.options import add_max_params_argument, add_threads_argument, positive_int
 
 
 def add_trt_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +38,7 @@ def add_trt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None, metavar="DIR",
                    help="cache folder (default $ENGINE_CACHE_DIR/trt, else ~/.cache/engine/trt)")
     add_threads_argument(p)
+    add_max_params_argument(p)
 
 
 def cmd_trt(ns: argparse.Namespace) -> int:

@@ -26,12 +26,13 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "seed": None, "psi": None, "set": [], "seconds": 30.0, "warmup": 3.0, "until_stable": False, "stable_window": 60.0,
     "stable_slope": 0.5, "stable_seconds": 60.0, "max_seconds": 1800.0, "thermal": "auto", "map": None, "compare": None,
     "compare_seconds": None, "sweep": None, "sweep_range": "30:90:10", "sweep_hold": 4.0, "target_fps": None, "bin": 2.0,
-    "out": None, "quiet": False, "threads": None,
+    "out": None, "quiet": False, "threads": None, "max_params": None,
 }
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     from engine.options import (
+        add_max_params_argument,
         add_threads_argument,
         assignment,
         non_negative_float,
@@ -81,6 +82,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--out", type=Path, default=S, metavar="DIR", help="output folder (default bench/results/<cpu|cuda>/bench-<generator>-<size>)")
     c.add_argument("--quiet", action="store_true", default=S, help="no progress bar")
     add_threads_argument(g, default=S)
+    add_max_params_argument(g, default=S)
 
 
 def _merge(ns: argparse.Namespace) -> dict[str, Any]:
@@ -135,7 +137,7 @@ def options_from_args(ns: argparse.Namespace):
             target_fps=None if m["target_fps"] is None else float(m["target_fps"]), bin_width=float(m["bin"]),
             out=Path(m["out"]) if m["out"] else Path(), generator_options=m["_generator_options"], values=values,
             progress=not bool(m["quiet"]),
-            threads=threads, threads_source=threads_source,
+            threads=threads, threads_source=threads_source, max_params=m["max_params"],
         )
     except (TypeError, ValueError) as e:
         raise UsageError(f"bad option value: {e}") from None
@@ -152,11 +154,13 @@ def default_out(opts, device_type: str) -> Path:
 
 def cmd_bench(ns: argparse.Namespace) -> int:
     from engine import threads as cpu_threads
+    from engine.options import apply_process_limits
     from engine.benchmark.report import write_outputs
     from engine.benchmark.run import run_bench
 
     opts, default_folder = options_from_args(ns)
     cpu_threads.apply(opts.threads, opts.threads_source)
+    apply_process_limits(opts.max_params)
     if default_folder:
         from engine.loop import resolve_device
 

@@ -71,6 +71,8 @@ class BenchOptions:
     #: CPU threads for torch (None: engine.threads chooses) and where the number came from.
     threads: int | None = None
     threads_source: str = "--threads"
+    #: Largest network a file may ask for (pickle_loader.limits); None: the default.
+    max_params: int | None = None
 
     def validate(self) -> None:
         if self.until_stable and self.sweep:

@@ -330,12 +330,35 @@ def read_pickle(path: str | Path) -> Any:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def plain(obj: Any) -> Any:
-    """Recorded kwargs -> JSON-able Python: EasyDict -> dict, numpy scalars/arrays -> numbers/lists, tuples -> lists."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
+#: Real constructor settings nest 3 levels (mapping_kwargs inside the kwargs) and networks 4 (synthesis.b8.conv0.affine);
+#: a hostile file can nest or share objects without end. Everything is walked once, to these depths.
+MAX_SETTINGS_DEPTH = 16
+MAX_MODULE_DEPTH = 12
+
+
+def plain(obj: Any, _depth: int = 0, _done: dict[int, Any] | None = None, _open: set[int] | None = None) -> Any:
+    """Recorded kwargs -> JSON-able Python: EasyDict -> dict, numpy scalars/arrays -> numbers/lists, tuples -> lists.
+    Each container is converted once (a pickle can share one list a million ways: a DAG of depth 60 is 2^60 paths),
+    to a bounded depth, and one that contains itself is refused."""
+    done = {} if _done is None else _done
+    open_ = set() if _open is None else _open
+    if isinstance(obj, (dict, list, tuple)):
+        key = id(obj)
+        if key in done:
+            return done[key]
+        if key in open_:
+            raise UsageError("the network's constructor settings contain themselves; not an official StyleGAN pickle")
+        if _depth >= MAX_SETTINGS_DEPTH:
+            raise UsageError(f"the network's constructor settings nest deeper than {MAX_SETTINGS_DEPTH} levels; "
+                             "not an official StyleGAN pickle")
+        open_.add(key)
+        if isinstance(obj, dict):
+            out: Any = {str(k): plain(v, _depth + 1, done, open_) for k, v in obj.items()}
+        else:
+            out = [plain(v, _depth + 1, done, open_) for v in obj]
+        open_.discard(key)
+        done[key] = out
+        return out
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -345,8 +368,16 @@ def plain(obj: Any) -> Any:
     raise UsageError(f"the network's constructor settings hold an unexpected {type(obj).__name__}; not an official StyleGAN pickle")
 
 
-def record_tensors(rec: Record, prefix: str = "") -> dict[str, torch.Tensor]:
-    """state_dict-style flat dict of a module record: '<prefix>name' -> tensor, buffers set to None skipped."""
+def record_tensors(rec: Record, prefix: str = "", _seen: set[int] | None = None) -> dict[str, torch.Tensor]:
+    """state_dict-style flat dict of a module record: '<prefix>name' -> tensor, buffers set to None skipped. A real
+    network is a tree: a module reached twice (shared, or a cycle) or nested past MAX_MODULE_DEPTH is refused."""
+    seen = set() if _seen is None else _seen
+    if id(rec) in seen:
+        raise UsageError(f"module {prefix.rstrip('.') or 'G'} appears twice in the pickle's network (shared or circular "
+                         "modules); not an official StyleGAN pickle")
+    if prefix.count(".") >= MAX_MODULE_DEPTH:
+        raise UsageError(f"the pickle's network nests modules deeper than {MAX_MODULE_DEPTH} levels; not an official StyleGAN pickle")
+    seen.add(id(rec))
     out: dict[str, torch.Tensor] = {}
     non_persistent = rec.get("_non_persistent_buffers_set") or set()
     for field in ("_parameters", "_buffers"):
@@ -361,7 +392,7 @@ def record_tensors(rec: Record, prefix: str = "") -> dict[str, torch.Tensor]:
             continue
         if not isinstance(sub, Record):
             raise UsageError(f"submodule {prefix}{name} in the pickle is a {type(sub).__name__}, not a network module")
-        out.update(record_tensors(sub, f"{prefix}{name}."))
+        out.update(record_tensors(sub, f"{prefix}{name}.", seen))
     return out
 
 
@@ -403,10 +434,54 @@ def init_kwargs_of(rec: Record) -> dict[str, Any]:
 #: networks use 1024 px, 512 (StyleGAN2) or 1024 (StyleGAN3-R: channel_max=1024, doubled) channels and 512-d latents.
 #: A hostile or corrupt file asking for channel_max = 2**20 would otherwise try to allocate terabytes.
 SIZE_LIMITS = {"img_resolution": 4096, "channel_max": 4096, "channel_base": 2**20, "z_dim": 8192, "w_dim": 8192,
-               "c_dim": 100_000, "img_channels": 16}
+               "c_dim": 100_000, "img_channels": 16, "num_layers": 64, "layer_features": 8192}
+
+#: Parameters a network file may ask for (engine run --max-params). The largest official StyleGAN2/3 generators have
+#: about 30 million; inside SIZE_LIMITS a file could still ask for billions, so the count is estimated from the
+#: settings, before anything is allocated, for every format (.pkl, .pt, .safetensors).
+DEFAULT_MAX_PARAMS = 200_000_000
+limits = {"max_params": DEFAULT_MAX_PARAMS}
 
 
-def _check_sizes(init_kwargs: dict[str, Any], source: str) -> None:
+def set_max_params(n: int | None) -> None:
+    """The process's limit (engine run/bench/trt/project/info --max-params); None restores the default."""
+    limits["max_params"] = DEFAULT_MAX_PARAMS if n is None else int(n)
+
+
+def estimate_parameters(family: str, kw: dict[str, Any]) -> int:
+    """The parameter count a StyleGAN2/3 Generator built from these (size-checked) settings would have, from the
+    architectures' own channel formulas (mapping, synthesis convolutions, affines, biases, torgb; filters and small
+    buffers left out). Arithmetic only: nothing is allocated."""
+    z, c, w = int(kw.get("z_dim", 512)), int(kw.get("c_dim", 0)), int(kw.get("w_dim", 512))
+    res, img_ch = int(kw.get("img_resolution", 1024)), int(kw.get("img_channels", 3))
+    base, cmax = float(kw.get("channel_base", 32768)), float(kw.get("channel_max", 512))
+    m = kw.get("mapping_kwargs") or {}
+    layers = int(m.get("num_layers", 8 if family == "stylegan2" else 2))
+    feats = [z + (w if c else 0)] + [int(m.get("layer_features") or w)] * max(layers - 1, 0) + [w]
+    total = sum(a * b + b for a, b in zip(feats, feats[1:])) + (c * w + w if c else 0)
+    if family == "stylegan2":
+        prev = 0
+        for r in (2 ** i for i in range(2, max(2, int(np.log2(max(res, 4)))) + 1)):
+            out = int(min(base // r, cmax))
+            total += out * 16 if r == 4 else 9 * prev * out + w * prev + prev + out + 1  # const | conv0
+            total += 9 * out * out + w * out + 2 * out + 1 + img_ch * out + w * out + out + img_ch  # conv1, torgb
+            prev = out
+    else:
+        n, crit, k = int(kw.get("num_layers", 14)), int(kw.get("num_critical", 2)), int(kw.get("conv_kernel", 3))
+        first = float(kw.get("first_cutoff", 2))
+        exponents = np.minimum(np.arange(n + 1) / max(n - crit, 1), 1)
+        channels = np.rint(np.minimum((base / 2) / (first * (res / 2 / first) ** exponents), cmax)).astype(np.int64)
+        channels[-1] = img_ch
+        total += int(channels[0]) * (int(channels[0]) + 4) + 4 * w + 4  # input: weight, affine
+        for i in range(n + 1):
+            cin, cout, kk = int(channels[max(i - 1, 0)]), int(channels[i]), 1 if i == n else k
+            total += cout * cin * kk * kk + w * cin + cin + cout
+    return int(total)
+
+
+def check_settings(family: str, init_kwargs: dict[str, Any], source: str) -> None:
+    """Before anything is allocated: every size within SIZE_LIMITS, and the parameter count the settings ask for
+    within limits["max_params"]. For every way a network is built from a file's settings."""
     for key, limit in SIZE_LIMITS.items():
         for where in (init_kwargs, init_kwargs.get("synthesis_kwargs") or {}, init_kwargs.get("mapping_kwargs") or {}):
             v = where.get(key) if isinstance(where, dict) else None
@@ -415,6 +490,15 @@ def _check_sizes(init_kwargs: dict[str, Any], source: str) -> None:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= limit:
                 raise UsageError(f"{source}: the file asks for {key}={v!r}, beyond any StyleGAN network (at most "
                                  f"{limit}); refusing to build it")
+    asked = estimate_parameters(family, {**init_kwargs, **(init_kwargs.get("synthesis_kwargs") or {})})
+    if asked > limits["max_params"]:
+        raise UsageError(f"{source}: its settings ask for about {_count(asked)} parameters, over the limit of "
+                         f"{_count(limits['max_params'])} (official StyleGAN networks have about 30 million); "
+                         "refusing to build it (--max-params N raises the limit)")
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:,.0f} million" if n >= 10**6 else f"{n:,}"
 
 
 def build_network(family: str, init_kwargs: dict[str, Any], tensors: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
@@ -425,7 +509,7 @@ def build_network(family: str, init_kwargs: dict[str, Any], tensors: dict[str, t
         from engine.generators import stylegan2 as mod  # type: ignore[no-redef]
     else:
         raise UsageError(f"{source}: unknown network family {family!r}")
-    _check_sizes(init_kwargs, source)
+    check_settings(family, init_kwargs, source)
     try:
         net = mod.Generator(**init_kwargs)
     except (TypeError, ValueError, AssertionError, KeyError, RuntimeError, MemoryError) as e:

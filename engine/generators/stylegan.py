@@ -635,6 +635,11 @@ def load_network_file(path: str | Path) -> tuple[torch.nn.Module, tuple[torch.Te
 
 
 def _build(config: dict[str, Any], state: dict[str, torch.Tensor], path: Path) -> sg2.Generator:
+    from engine.generators.pickle_loader import check_settings
+
+    if not isinstance(config, dict):
+        raise UsageError(f"{path}: its stored config is not a table of settings")
+    check_settings("stylegan2", config, str(path))  # sizes and parameter count, before anything is allocated
     try:
         with torch.random.fork_rng(devices=[]):  # construction draws random init we overwrite; keep the global RNG intact
             net = sg2.Generator(**config)
