@@ -93,3 +93,14 @@ def test_overlong_live_paths_are_refused_and_the_show_goes_on():
     assert torch.equal(gen(live, FrameTime(0.0, 1)), base)
     warnings = " ".join(gen.info()["warnings"])
     assert "stylegan.w_file" in warnings and "stylegan.blend_file" in warnings and "file systems allow 255" in warnings
+
+
+def test_extreme_transform_arguments_stay_finite():
+    """Found by tests/test_fuzz.py: translate(0, 1.7e38) overflowed the float32 affine matrix (a RuntimeError every
+    frame). Arguments are bounded to what still means something."""
+    x = torch.randn(1, 4, 16, 16)
+    for op, args in (("translate", [0.0, 1.7e38]), ("translate", [-1e300, 1e300]), ("rotate", [1e300]),
+                     ("scale", [1e300]), ("scale", [0.0]), ("scale", [-1e-300])):
+        y = bend_maps(x, op, args)
+        assert y.shape == x.shape and torch.isfinite(y).all(), (op, args)
+    assert torch.allclose(bend_maps(x, "rotate", [370.0]), bend_maps(x, "rotate", [10.0]), atol=1e-5)

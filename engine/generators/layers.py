@@ -444,12 +444,14 @@ def bend_maps(x: torch.Tensor, op: str, args: list[float]) -> torch.Tensor:
         dx = dy = 0.0
         angle = 0.0
         s = 1.0
+        # Bounded so the affine matrix fits float32 whatever arrives (1.7e38 overflowed it): beyond +-1e4 map widths
+        # the content is long gone, angles repeat every 360 degrees, a scale past 1e6 (or under 1e-6) is all or nothing.
         if op == "translate":
-            dx, dy = args
+            dx, dy = (min(max(v, -1e4), 1e4) for v in args)
         elif op == "rotate":
-            angle = math.radians(args[0])
+            angle = math.radians(math.fmod(args[0], 360.0))
         else:
-            s = args[0] if abs(args[0]) > 1e-6 else 1e-6
+            s = math.copysign(min(max(abs(args[0]), 1e-6), 1e6), args[0])
         # Output pixel p samples input (1/s) R(-angle) (p - 2d): content moves by (dx, dy) map widths,
         # rotates clockwise on screen by `angle`, and grows by s.
         ca, sa = math.cos(angle) / s, math.sin(angle) / s
