@@ -14,14 +14,12 @@ import tracemalloc
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis", reason="the test extra installs hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from engine.clock import FrameTime  # noqa: E402
-from engine.errors import EngineError  # noqa: E402
-from engine.params import SPECS, ParamStore  # noqa: E402
+from engine.clock import FrameTime
+from engine.errors import EngineError
+from engine.params import SPECS, ParamStore
 
 FUZZ = settings(max_examples=400, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -233,7 +231,13 @@ tables = st.sampled_from(["run", "latent", "fx", "generator", "diffusion", "nope
 def test_config_files_are_accepted_or_refused_with_one_line(body, tmp_path_factory):
     from engine.cli import add_run_arguments
     from engine.config import load_config
-    from engine.options import RUN_DEFAULTS, Parser, check_config_options, config_run_options, control_defaults
+    from engine.options import (
+        RUN_DEFAULTS,
+        Parser,
+        check_config_options,
+        config_run_options,
+        control_defaults,
+    )
 
     path = tmp_path_factory.mktemp("cfg") / "show.toml"
     path.write_text("".join(f"[{t}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in kv.items()) for t, kv in body.items()))

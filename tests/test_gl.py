@@ -118,6 +118,15 @@ def test_error_inside_include_points_at_included_file(gl, tmp_path):
     assert src.files[0].name == "perturb.frag" and src.files[1].name == "common.glsl"
 
 
+def rewrite_and_reload(pipeline: Pipeline, path: Path, data: bytes) -> None:
+    """Replace a shader file and make the pipeline look now (its stat check runs at most twice a second)."""
+    path.write_bytes(data)
+    st = path.stat()
+    os.utime(path, (st.st_atime, st.st_mtime + 2))  # mtime resolution can be coarse
+    pipeline.programs[path.stem]._next_check = 0.0
+    pipeline.reload_changed()
+
+
 def test_hot_reload_swaps_good_and_keeps_last_good_on_error(gl, tmp_path):
     d = copy_shaders(tmp_path)
     p = Pipeline(gl, W, H, shaders=d)
@@ -127,11 +136,7 @@ def test_hot_reload_swaps_good_and_keeps_last_good_on_error(gl, tmp_path):
     original = blend.read_text()
 
     def touch_and_reload(text: str) -> None:
-        blend.write_text(text)
-        st = blend.stat()
-        os.utime(blend, (st.st_atime, st.st_mtime + 2))  # mtime resolution can be coarse
-        p.programs["blend"]._next_check = 0.0
-        p.reload_changed()
+        rewrite_and_reload(p, blend, text.encode())
 
     # A good edit: output inverted.
     touch_and_reload(original.replace("frag = mix(", "frag = vec4(1.0) - mix(").replace("alpha);", "alpha); frag.a = 1.0;"))
@@ -160,11 +165,7 @@ def test_hot_reload_survives_binary_files_nul_bytes_and_retyped_uniforms(gl, tmp
     good = read(p.output.fbo).copy()
 
     def swap(data: bytes) -> str:
-        blend.write_bytes(data)
-        st = blend.stat()
-        os.utime(blend, (st.st_atime, st.st_mtime + 2))
-        p.programs["blend"]._next_check = 0.0
-        p.reload_changed()
+        rewrite_and_reload(p, blend, data)
         p.render(Fx(feedback=0.3, perturb=0.2), 0.5)  # every uniform set: nothing may raise
         return p.shader_errors().get("blend") or ""
 

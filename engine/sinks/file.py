@@ -59,7 +59,7 @@ class FileSink(Sink):
         self.stream = None
         self.count = 0
         self.failed: str | None = None  # why the recording was lost; nothing more is written once set
-        self.lost = 0  # frames that reached the sink after it failed
+        self.lost = 0  # frames not in the recording: after a failure, and for a video every frame before it too
 
     def open(self, gl, width: int, height: int, fps: float) -> None:
         self.width, self.height = width, height
