@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, get_type_hints
@@ -209,10 +210,10 @@ class ParamSpec:
         """Validate and convert `value` (from OSC, TOML, the CLI or a mapping) to this parameter's type."""
         kind = self.kind
         if kind == "float":
-            x = _number(self, value)
+            x = self._snap_to_limit(_number(self, value))
             return float(self._check_range(x))
         if kind == "int":
-            x = _number(self, value)
+            x = self._snap_to_limit(_number(self, value))
             # Control surfaces (TouchDesigner, TouchOSC) send floats only: round them to the nearest int.
             return int(self._check_range(round_half_up(x)))
         if kind == "bool":
@@ -261,12 +262,27 @@ class ParamSpec:
             return out
         raise AssertionError(kind)
 
-    def _check_range(self, x: float) -> float:
-        if self.lo is not None and x < self.lo:
-            raise ParamError(f"{self.path}: {_fmt(x)} is below the minimum {_fmt(self.lo)} (range {self.range_text()})")
-        if self.hi is not None and x > self.hi:
-            raise ParamError(f"{self.path}: {_fmt(x)} is above the maximum {_fmt(self.hi)} (range {self.range_text()})")
+    def _snap_to_limit(self, x: float) -> float:
+        """TouchDesigner and Max send float32: a limit arrives one float32 step off (0.01 as 0.0099999998, the seed
+        maximum 4294967295 as 4294967296). Within one float32 step of a limit is that limit."""
+        for limit in (self.lo, self.hi):
+            if limit is not None and x != limit and abs(x - limit) <= _float32_step(limit):
+                return float(limit)
         return x
+
+    def _check_range(self, x: float) -> float:
+        # The received value with all its digits: `_fmt` would print 0.0099999998 as 0.01, "below the minimum 0.01".
+        if self.lo is not None and x < self.lo:
+            raise ParamError(f"{self.path}: {x:.10g} is below the minimum {_fmt(self.lo)} (range {self.range_text()})")
+        if self.hi is not None and x > self.hi:
+            raise ParamError(f"{self.path}: {x:.10g} is above the maximum {_fmt(self.hi)} (range {self.range_text()})")
+        return x
+
+
+def _float32_step(v: float) -> float:
+    """The spacing of float32 numbers around `v` (one unit in the last place)."""
+    f = struct.unpack("<f", struct.pack("<f", v))[0]
+    return math.ldexp(1.0, math.frexp(abs(f) or 1e-38)[1] - 24)
 
 
 def _fmt(x: float) -> str:

@@ -120,6 +120,36 @@ def test_python_osc_sets_every_kind_of_parameter(osc):
     assert server.counts["accepted"] == 7 and server.stats()["rejected_total"] == 0
 
 
+def test_float32_values_at_a_limit_are_that_limit(osc, caplog):
+    """Issue 13, bug 1: TouchDesigner and Max send float32, so 0.01 arrives as 0.0099999998 and the seed maximum as
+    4294967296: within one float32 step of a limit is the limit. Further out is refused, with the value received."""
+    server, loop = osc
+    c = client_for(server)
+    c.send_message("/engine/diffusion/strength", 0.01)  # python-osc sends float32, as the hosts do
+    c.send_message("/engine/diffusion/latent_smoothing", 0.99)
+    c.send_message("/engine/latent/seed", 4294967295.0)
+    assert loop.until(lambda: loop.store.get("latent.seed") == 4294967295)
+    assert loop.store.get("diffusion.strength") == 0.01 and loop.store.get("diffusion.latent_smoothing") == 0.99
+    assert server.stats()["rejected_total"] == 0
+    with caplog.at_level("WARNING"):
+        c.send_message("/engine/diffusion/strength", 0.009)
+        assert loop.until(lambda: server.stats()["rejected_total"] == 1)
+    assert loop.store.get("diffusion.strength") == 0.01
+    assert "0.008999999613 is below the minimum 0.01" in caplog.text, caplog.text
+
+
+def test_a_time_slice_of_samples_for_one_channel_takes_the_newest(osc):
+    """Issue 13, bug 3: TouchDesigner's OSC Out CHOP with Time Slice on sends several floats for a scalar channel."""
+    server, loop = osc
+    c = client_for(server)
+    c.send_message("/engine/fx/feedback", [0.1, 0.2, 0.3])
+    c.send_message("/engine/latent/seed", [5.0, 6.0, 7.0])
+    assert loop.until(lambda: loop.store.get("latent.seed") == 7)
+    assert loop.store.get("fx.feedback") == f32(0.3)
+    c.send_message("/engine/diffusion/prompt", ["two", "words"])  # text: still one value per message
+    assert loop.until(lambda: server.stats()["rejected_total"] == 1)
+
+
 def test_latest_wins_and_values_apply_at_a_frame_boundary(osc):
     server, loop = osc
     c = client_for(server)
@@ -268,7 +298,7 @@ def test_bad_input_is_rejected_counted_and_logged_rate_limited(osc, caplog):
 
     cases = {
         "unknown_address": [msg("/engine/latent/nope", 1.0), msg("/psi", 1.0), msg("/engine/*/psi", 1.0)],
-        "wrong_type": [msg("/engine/latent/psi"), msg("/engine/latent/psi", 1.0, 2.0), msg("/engine/latent/psi", b"\x00\x01"),
+        "wrong_type": [msg("/engine/latent/psi"), msg("/engine/latent/psi", 1.0, "x"), msg("/engine/latent/psi", b"\x00\x01"),
                        msg("/engine/latent/z", "a"), msg("/engine/release/latent/psi", 1)],
         "non_finite": [msg("/engine/latent/psi", float("nan")), msg("/engine/latent/psi", float("inf")),
                        msg("/engine/latent/z", 1.0, float("-inf"))],

@@ -385,6 +385,11 @@ class OscServer(Controller):
                     raise _Reject("non_finite", f"{spec.address}: {v} is not a finite number")
             value: Any = tuple(float(v) for v in vals)
         else:
+            numbers = all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+            if len(args) > 1 and numbers and spec.kind != "str":
+                # TouchDesigner's OSC Out CHOP with "Time Slice" on sends every sample of the slice for one channel:
+                # the last one is the newest. Latest wins, as for separate messages.
+                args = args[-1:]
             if len(args) != 1:
                 raise _Reject("wrong_type", f"{spec.address} takes 1 value, got {len(args)}")
             value = args[0]
