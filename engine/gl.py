@@ -57,12 +57,15 @@ class GL:
             raise SetupError(f"OpenGL {ctx.version_code / 100:.1f} found; engine needs 3.3 core or newer (update the GPU driver or Mesa)")
         self.vao_cache: dict[int, moderngl.VertexArray] = {}
 
+    #: Whether a headless context is EGL here (Linux). Elsewhere it is WGL/CGL, which has no EGL devices to match.
+    HEADLESS_IS_EGL = sys.platform.startswith("linux")
+
     @classmethod
     def headless(cls, device_index: int | None = None) -> "GL":
         """An offscreen context: EGL on Linux (Mesa, or the NVIDIA GPU `device_index`), the platform's own
         standalone context elsewhere (WGL on Windows, which Spout needs; CGL on macOS)."""
         kwargs: dict[str, Any] = {"standalone": True, "require": 330}
-        if sys.platform.startswith("linux"):
+        if cls.HEADLESS_IS_EGL:
             kwargs["backend"] = "egl"
             if device_index is not None:
                 kwargs["device_index"] = device_index

@@ -190,7 +190,8 @@ class Engine:
             self._started_controllers.append(c)
 
     def _egl_device_index(self) -> int | None:
-        if self.device.type != "cuda":
+        # Only an EGL context has EGL devices to match (Windows with CUDA used to warn "libEGL not found").
+        if self.device.type != "cuda" or not GL.HEADLESS_IS_EGL:
             return None
         try:
             from engine.egl_device import egl_device_for_cuda

@@ -72,3 +72,26 @@ def test_matched_device_is_the_nvidia_gpu():
         assert "nvidia" in (ctx.info["GL_VENDOR"] + ctx.info["GL_RENDERER"]).lower()
     finally:
         ctx.release()
+
+
+def test_egl_devices_are_matched_only_for_an_egl_context(monkeypatch, caplog):
+    """Issue 13, bug 8: on Windows the headless context is WGL; matching EGL devices there warned "libEGL not found"
+    on every CUDA run. The loop asks only where the headless context is EGL."""
+    import torch
+
+    import engine.egl_device
+    from engine.gl import GL
+    from engine.loop import Engine
+
+    calls = []
+    monkeypatch.setattr(engine.egl_device, "egl_device_for_cuda", lambda ordinal: calls.append(ordinal) or (None, "libEGL not found"))
+    eng = Engine.__new__(Engine)  # only the device matters to this method
+    eng.device = torch.device("cuda", 0)
+    monkeypatch.setattr(GL, "HEADLESS_IS_EGL", False)
+    with caplog.at_level("WARNING"):
+        assert eng._egl_device_index() is None
+    assert calls == [] and "libEGL" not in caplog.text
+    monkeypatch.setattr(GL, "HEADLESS_IS_EGL", True)
+    with caplog.at_level("WARNING"):
+        assert eng._egl_device_index() is None
+    assert calls == [0] and "libEGL not found" in caplog.text
