@@ -118,6 +118,17 @@ def test_error_inside_include_points_at_included_file(gl, tmp_path):
     assert src.files[0].name == "perturb.frag" and src.files[1].name == "common.glsl"
 
 
+def pipeline_with_own_shaders(gl, tmp_path: Path, seed: int) -> tuple[Pipeline, np.ndarray, Path, str]:
+    """A pipeline reading a copy of the shaders (to edit), its frame texture holding rgba(seed); returns the pipeline,
+    that image, the copied blend.frag and its original text."""
+    d = copy_shaders(tmp_path)
+    p = Pipeline(gl, W, H, shaders=d)
+    img = rgba(seed)
+    p.frame.texture.write(img.tobytes())
+    blend = d / "blend.frag"
+    return p, img, blend, blend.read_text()
+
+
 def rewrite_and_reload(pipeline: Pipeline, path: Path, data: bytes) -> None:
     """Replace a shader file and make the pipeline look now (its stat check runs at most twice a second)."""
     path.write_bytes(data)
@@ -128,12 +139,7 @@ def rewrite_and_reload(pipeline: Pipeline, path: Path, data: bytes) -> None:
 
 
 def test_hot_reload_swaps_good_and_keeps_last_good_on_error(gl, tmp_path):
-    d = copy_shaders(tmp_path)
-    p = Pipeline(gl, W, H, shaders=d)
-    img = rgba(5)
-    p.frame.texture.write(img.tobytes())
-    blend = d / "blend.frag"
-    original = blend.read_text()
+    p, img, blend, original = pipeline_with_own_shaders(gl, tmp_path, seed=5)
 
     def touch_and_reload(text: str) -> None:
         rewrite_and_reload(p, blend, text.encode())
@@ -155,12 +161,7 @@ def test_hot_reload_swaps_good_and_keeps_last_good_on_error(gl, tmp_path):
 def test_hot_reload_survives_binary_files_nul_bytes_and_retyped_uniforms(gl, tmp_path):
     """Issue 17: a shader of random bytes, and one that compiles but declares a known uniform with another type, used
     to crash the show (UnicodeDecodeError; TypeError in draw). Both keep the last good program and say why."""
-    d = copy_shaders(tmp_path)
-    p = Pipeline(gl, W, H, shaders=d)
-    img = rgba(6)
-    p.frame.texture.write(img.tobytes())
-    blend = d / "blend.frag"
-    original = blend.read_text()
+    p, img, blend, original = pipeline_with_own_shaders(gl, tmp_path, seed=6)
     p.render(Fx(feedback=0.0), 0.0)
     good = read(p.output.fbo).copy()
 
