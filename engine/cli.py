@@ -26,7 +26,7 @@ from engine.options import (
     Parser,
     add_max_params_argument,
     add_threads_argument,
-    apply_process_limits,
+    apply_process_options,
     assignment,
     check_config_options,
     config_run_options,
@@ -217,8 +217,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from engine.params import ParamError, ParamStore
 
     opts, values, merged = resolve_run_options(ns)
-    cpu_threads.apply(*threads_option(merged.threads, ns))
-    apply_process_limits(merged.max_params)
+    apply_process_options(*threads_option(merged.threads, ns), merged.max_params)
     store = ParamStore()
     try:
         store.update(values)
@@ -294,8 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler is None:
             handler = _extra_command(ns.command)
         if ns.command not in _THREADS_AFTER_CONFIG:
-            cpu_threads.apply(getattr(ns, "threads", None))
-            apply_process_limits(getattr(ns, "max_params", None))
+            apply_process_options(getattr(ns, "threads", None), "--threads", getattr(ns, "max_params", None))
         return handler(ns)
     except EngineError as e:
         sys.stderr.write(f"engine: error: {e}\n")

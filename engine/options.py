@@ -76,10 +76,13 @@ def add_max_params_argument(p: argparse.ArgumentParser, default: Any = None) -> 
                         "official StyleGAN networks have about 30 million)")
 
 
-def apply_process_limits(max_params: int | None) -> None:
-    """Process-wide limits a command's options set before any network loads."""
+def apply_process_options(threads: int | None, threads_source: str, max_params: int | None) -> None:
+    """What a command's options set for the whole process before any work: torch's CPU threads (engine.threads) and
+    the largest network a file may ask for (pickle_loader.limits)."""
+    from engine import threads as cpu_threads
     from engine.generators.pickle_loader import set_max_params
 
+    cpu_threads.apply(threads, threads_source)
     set_max_params(max_params)
 
 

@@ -153,14 +153,12 @@ def default_out(opts, device_type: str) -> Path:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
-    from engine import threads as cpu_threads
-    from engine.options import apply_process_limits
     from engine.benchmark.report import write_outputs
     from engine.benchmark.run import run_bench
+    from engine.options import apply_process_options
 
     opts, default_folder = options_from_args(ns)
-    cpu_threads.apply(opts.threads, opts.threads_source)
-    apply_process_limits(opts.max_params)
+    apply_process_options(opts.threads, opts.threads_source, opts.max_params)
     if default_folder:
         from engine.loop import resolve_device
 

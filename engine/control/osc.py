@@ -73,6 +73,17 @@ class _Reject(Exception):
         self.category = category
 
 
+def _bounded_bucket(table: dict[Any, TokenBucket], key: Any, rate: float, burst: float) -> TokenBucket:
+    """The token bucket of `key`, made on first use. At most 256 are kept (the oldest is forgotten), so senders that
+    vary their address or port cannot grow the table."""
+    b = table.get(key)
+    if b is None:
+        if len(table) >= 256:
+            table.pop(next(iter(table)))
+        b = table[key] = TokenBucket(rate, burst)
+    return b
+
+
 def split_packet(data: bytes, depth: int = 0) -> list[bytes]:
     """The message datagrams in a packet (a message, or a bundle of messages and bundles). Raises _Reject."""
     if data[:1] == b"/":
@@ -274,12 +285,7 @@ class OscServer(Controller):
                 self._count_reject("internal", f"OSC: internal error on a packet from {addr[0]}: {type(e).__name__}: {e}")
 
     def _sender_bucket(self, addr: Any) -> TokenBucket:
-        b = self._senders.get(addr)
-        if b is None:
-            if len(self._senders) >= 256:  # senders that vary their port: forget the oldest
-                self._senders.pop(next(iter(self._senders)))
-            b = self._senders[addr] = TokenBucket(self._sender_rate, self._sender_rate)
-        return b
+        return _bounded_bucket(self._senders, addr, self._sender_rate, self._sender_rate)
 
     def handle_packet(self, data: bytes, addr: Any, truncated: bool = False) -> None:
         """Process one datagram (called on the receiving thread; tests may call it directly)."""
@@ -341,11 +347,7 @@ class OscServer(Controller):
         return args, None
 
     def _send(self, client: Any, port: int | None, address: str, args: list[Any]) -> None:
-        host = self._reply_hosts.get(client[0])
-        if host is None:
-            if len(self._reply_hosts) >= 256:
-                self._reply_hosts.pop(next(iter(self._reply_hosts)))
-            host = self._reply_hosts[client[0]] = TokenBucket(self._host_reply_rate, 2 * self._host_reply_rate)
+        host = _bounded_bucket(self._reply_hosts, client[0], self._host_reply_rate, 2 * self._host_reply_rate)
         if not host.take():
             self.counts["replies_dropped"] += 1
             self._limiter("host_replies", "OSC: replies to %s over %g messages/s; dropping them",
