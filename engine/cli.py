@@ -1,8 +1,8 @@
 """The `engine` command.
 
-    engine run   [--generator stylegan2|PATH|diffusion:MODEL] [--size N] [--seed N] [--psi F]
+    engine run   [--generator stylegan2|PATH|diffusion:MODEL] [--size WxH|N] [--seed N] [--psi F]
                  [--frames N | --seconds S] [--sink SPEC]... [--config FILE.toml] [--device auto|cpu|cuda] ...
-    engine info  [--params] [--generator SPEC] [--json]
+    engine info  [--params] [--generator SPEC [--size WxH]] [--json]
     engine --help
 
 Exit codes: 0 done, 2 bad input or a machine that cannot do what was asked (one line on stderr saying what
@@ -31,7 +31,9 @@ from engine.options import (
     check_config_options,
     config_run_options,
     control_defaults,
+    SIZE_HELP,
     non_negative_float,
+    output_size,
     parse_value,
     positive_int,
     threads_option,
@@ -45,8 +47,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to render")
     g.add_argument("--generator", default=S, metavar="SPEC",
                    help="stylegan2 (built-in, no download), a StyleGAN network file (.pkl/.pt/.safetensors), or diffusion:MODEL (default: stylegan2)")
-    g.add_argument("--size", type=positive_int, default=S, metavar="N",
-                   help="output size in pixels, square (default: the generator's own; 256 for the built-in stylegan2)")
+    g.add_argument("--size", type=output_size, default=S, metavar="WxH", help=SIZE_HELP)
     g.add_argument("--seed", type=int, default=S, metavar="N", help="start seed: latent.seed for StyleGAN, diffusion.seed for diffusion (default 0)")
     g.add_argument("--psi", type=float, default=S, metavar="F", help="truncation psi (parameter latent.psi; default 1)")
     g.add_argument("--set", type=assignment, action="append", default=S, metavar="GROUP.NAME=VALUE",
@@ -71,7 +72,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--stats-json", type=Path, default=S, metavar="PATH", help="write a run summary (fps, per-stage ms, ...) as JSON at exit")
     o.add_argument("--quiet", action="store_true", default=S, help="no live status line")
     e = p.add_argument_group("execution")
-    e.add_argument("--device", default=S, metavar="auto|cpu|cuda[:N]", help="where the generator runs (default auto: CUDA if available)")
+    e.add_argument("--device", default=S, metavar="auto|cpu|cuda[:N]|mps",
+                   help="where the generator runs (default auto: CUDA if available, else Apple's GPU (mps), else the CPU)")
     e.add_argument("--backend", default=S, metavar="auto|eager|compile|tensorrt",
                    help="how the generator runs: eager PyTorch, compile (torch.compile + CUDA graphs), or tensorrt "
                         "(TensorRT engines, built on first use and cached; see engine trt). auto = compile on CUDA, eager on CPU")
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Print GL renderer, CUDA device, NVML, interop and sink availability.")
     info.add_argument("--params", action="store_true", help="list every live parameter: address, type, range, default")
     info.add_argument("--generator", metavar="SPEC", help="describe a generator (architecture, layers) without running it")
-    info.add_argument("--size", type=positive_int, metavar="N", help="size to build --generator at")
+    info.add_argument("--size", type=output_size, metavar="WxH",
+                      help="output size to describe --generator for: its native render size and how it is fitted")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.add_argument("--markdown", action="store_true", help="with --params: the README's Markdown table")
     add_max_params_argument(info)
@@ -175,7 +178,7 @@ def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     try:
         opts = RunOptions(
             generator=str(merged["generator"]),
-            size=None if merged["size"] is None else int(merged["size"]),
+            size=None if merged["size"] is None else tuple(merged["size"]),
             device=str(merged["device"]),
             backend=str(merged["backend"]),
             sinks=[str(s) for s in sinks],
@@ -190,8 +193,6 @@ def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         )
     except (TypeError, ValueError) as e:
         raise UsageError(f"bad option value in {cfg.path if cfg else 'the command line'}: {e}") from None
-    if opts.size is not None and opts.size <= 0:
-        raise UsageError(f"--size must be positive, got {opts.size}")
     if opts.clock not in ("auto", "wall", "frame"):
         raise UsageError(f"unknown clock {opts.clock!r}; use auto, wall or frame")
 

@@ -25,6 +25,8 @@ import moderngl
 import numpy as np
 
 from engine.errors import SetupError
+from engine.output import fit_transform, is_identity
+from engine.params import Output
 
 log = logging.getLogger("engine.gl")
 
@@ -298,7 +300,7 @@ class ShaderProgram:
 
 #: GL enums of the uniform types the engine sets (moderngl's Uniform.gl_type), for the uniform contract.
 _GL_TYPE_NAMES = {0x1406: "float", 0x8B56: "bool", 0x8B5E: "sampler2D", 0x1404: "int", 0x8B50: "vec2", 0x8B51: "vec3",
-                  0x8B52: "vec4"}
+                  0x8B52: "vec4", 0x8B53: "ivec2"}
 
 
 def _read_lines(p: Path) -> list[str]:
@@ -340,43 +342,52 @@ class Target:
 
 #: What the pipeline sets in each program (name -> GLSL type): the contract an edited shader must keep.
 PROGRAM_UNIFORMS: dict[str, dict[str, str]] = {
-    "perturb": {"src": "sampler2D", **{n: "float" for n in ("amount", "scale", "speed", "displace", "brightness_jitter",
-                                                            "hue_jitter", "time", "aspect")}},
+    "fit": {"src": "sampler2D", "scale": "vec2", "offset": "vec2", "background": "vec3"},
+    "perturb": {"src": "sampler2D", "target_size": "ivec2",
+                **{n: "float" for n in ("amount", "scale", "speed", "displace", "brightness_jitter", "hue_jitter", "time",
+                                        "aspect")}},
     "blend": {"new_frame": "sampler2D", "previous": "sampler2D", "alpha": "float"},
-    "present": {"src": "sampler2D", "flip_y": "bool"},
+    "present": {"src": "sampler2D", "flip_y": "bool", "gain": "float"},
 }
 
 
 class Pipeline:
-    """All GL resources of the frame path at one size, allocated once.
+    """All GL resources of the frame path, allocated once: the frame at the generator's size, the rest at the
+    output size (--size WxH).
 
-        frame   (RGBA8 or RGBA16F)  written by the uploader (generator output)
-        perturbed (RGBA16F)         perturb(frame)              skipped when fx.perturb == 0
+        frame   (RGBA8 or RGBA16F)  generator size; written by the uploader (generator output)
+        fitted  (RGBA16F)           fit(frame): framed in the output (output.fit/zoom/pan); skipped when the frame
+                                    already is the output (same size, no zoom or pan)
+        perturbed (RGBA16F)         perturb(fitted)             skipped when fx.perturb == 0
         acc[2]  (RGBA16F)           blend(new, acc[prev])       ping-pong by swapping indices
-        output  (RGBA8)             present(acc[cur])           what sinks get
-        source  (RGBA8)             perturb(acc[prev])          img2img feedback input (seed 001), on demand
+        output  (RGBA8)             present(acc[cur]) x gain    what sinks get (gain: the master fader)
+        source  (RGBA8)             generator size; perturb(acc[prev]): img2img feedback input (seed 001), on demand
 
     16-bit float accumulators keep a long feedback tail (alpha close to 1) from banding or sticking, which an
     8-bit loop does; sinks get 8 bits, which is what Spout/NDI/video carry.
     """
 
-    def __init__(self, gl: GL, width: int, height: int, *, frame_dtype: str = "f1", shaders: Path | None = None):
+    def __init__(self, gl: GL, width: int, height: int, *, frame_dtype: str = "f1", shaders: Path | None = None,
+                 frame_size: tuple[int, int] | None = None):
         self.gl = gl
         self.width, self.height = int(width), int(height)
         size = (self.width, self.height)
+        self.frame_size = (int(frame_size[0]), int(frame_size[1])) if frame_size else size
         folder = shaders or shader_dir()
         vert = folder / "fullscreen.vert"
         self.programs = {
             name: ShaderProgram(gl, vert, folder / f"{name}.frag", uniforms) for name, uniforms in PROGRAM_UNIFORMS.items()
         }
-        self.frame = Target(gl, size, frame_dtype, linear=True)
+        self.frame = Target(gl, self.frame_size, frame_dtype, linear=True)
+        self.fitted = Target(gl, size, "f2")
         self.perturbed = Target(gl, size, "f2")
         self.acc = [Target(gl, size, "f2", linear=True), Target(gl, size, "f2", linear=True)]
         self.output = Target(gl, size, "f1", linear=True)  # linear: the window scales it
         self.source: Target | None = None  # made by enable_feedback_source() for img2img generators
         self.cur = 0  # index of the most recent accumulator
         self.frames = 0
-        for t in (self.frame, self.perturbed, self.output, *self.acc):
+        self.gain = 1.0  # the master fader of the last present
+        for t in (self.frame, self.fitted, self.perturbed, self.output, *self.acc):
             t.clear()
 
     @property
@@ -388,58 +399,77 @@ class Pipeline:
         for p in self.programs.values():
             p.maybe_reload()
 
-    def _perturb_uniforms(self, fx, t: float) -> dict[str, float]:
+    def _perturb_uniforms(self, fx, t: float, target: tuple[int, int]) -> dict[str, Any]:
         return dict(
             amount=fx.perturb, scale=fx.perturb_scale, speed=fx.perturb_speed, displace=fx.displace,
             brightness_jitter=fx.brightness_jitter, hue_jitter=fx.hue_jitter, time=t,
-            aspect=self.width / self.height,
+            aspect=target[0] / target[1], target_size=target,
         )
 
     def enable_feedback_source(self) -> moderngl.Texture:
-        """Allocate the img2img feedback texture (at setup, so an interop uploader can register it then)."""
+        """Allocate the img2img feedback texture at the generator's size (at setup, so an interop uploader can
+        register it then)."""
         if self.source is None:
-            self.source = Target(self.gl, (self.width, self.height), "f1")
+            self.source = Target(self.gl, self.frame_size, "f1", linear=True)
         return self.source.texture
 
     def feedback_source(self, fx, t: float) -> moderngl.Texture:
-        """Seed 001's img2img input: the previous output, perturbed. Returns an RGBA8 texture."""
+        """Seed 001's img2img input: the previous output, perturbed, at the generator's size. Returns RGBA8."""
         self.enable_feedback_source()
-        self.programs["perturb"].draw(self.source.fbo, {"src": self.previous}, **self._perturb_uniforms(fx, t))
+        self.programs["perturb"].draw(self.source.fbo, {"src": self.previous}, **self._perturb_uniforms(fx, t, self.frame_size))
         return self.source.texture
 
-    def render(self, fx, t: float, *, perturb_frame: bool = True) -> moderngl.Texture:
+    def fit_frame(self, out) -> moderngl.Texture:
+        """The frame framed in the output by output.fit/zoom/pan (`out`: the snapshot's Output group). Returns the
+        frame itself when nothing needs resampling."""
+        size = (self.width, self.height)
+        transform = fit_transform(self.frame_size, size, out.fit, out.zoom, out.pan_x, out.pan_y)
+        if is_identity(self.frame_size, size, transform):
+            return self.frame.texture
+        bg = tuple(out.background) if len(out.background) == 3 else (0.0, 0.0, 0.0)
+        self.programs["fit"].draw(self.fitted.fbo, {"src": self.frame.texture}, scale=transform[:2], offset=transform[2:],
+                                  background=tuple(min(1.0, max(0.0, c)) for c in bg))
+        return self.fitted.texture
+
+    def render(self, fx, t: float, *, perturb_frame: bool = True, out=None, gain: float = 1.0) -> moderngl.Texture:
         """Run the passes on the freshly uploaded `frame`. Returns the RGBA8 output texture.
 
         perturb_frame: apply the perturb pass to the new frame (StyleGAN streams). Img2img feedback applies it
         to the generator's input instead (feedback_source), so it passes False.
+        out: the snapshot's Output group (framing); None = the default framing (cover, no zoom or pan).
+        gain: the master fader (output.opacity x blackout).
         """
-        new = self.frame.texture
+        new = self.fit_frame(out if out is not None else _DEFAULT_OUTPUT)
         if perturb_frame and fx.perturb > 0.0:
-            self.programs["perturb"].draw(self.perturbed.fbo, {"src": new}, **self._perturb_uniforms(fx, t))
+            self.programs["perturb"].draw(self.perturbed.fbo, {"src": new}, **self._perturb_uniforms(fx, t, (self.width, self.height)))
             new = self.perturbed.texture
         nxt = 1 - self.cur
         # The first frame has no history: blending with the cleared buffer would fade in from black.
         alpha = fx.feedback if self.frames > 0 else 0.0
         self.programs["blend"].draw(self.acc[nxt].fbo, {"new_frame": new, "previous": self.acc[self.cur].texture}, alpha=alpha)
         self.cur = nxt
-        self.programs["present"].draw(self.output.fbo, {"src": self.acc[self.cur].texture}, flip_y=False)
         self.frames += 1
-        return self.output.texture
+        return self.present(gain)
 
-    def present_to(self, fbo: moderngl.Framebuffer, viewport: tuple[int, int, int, int]) -> None:
-        """Draw the current output to a window's framebuffer (flipped for GL's bottom-left origin)."""
-        fbo.viewport = viewport
-        self.programs["present"].draw(fbo, {"src": self.acc[self.cur].texture}, flip_y=True)
+    def present(self, gain: float = 1.0) -> moderngl.Texture:
+        """The current accumulated frame into the RGBA8 output, times the master fader. Alone (no render), it is
+        what a frozen show publishes: the held frame, still fading with blackout and opacity."""
+        self.gain = float(gain)
+        self.programs["present"].draw(self.output.fbo, {"src": self.acc[self.cur].texture}, flip_y=False, gain=self.gain)
+        return self.output.texture
 
     def shader_errors(self) -> dict[str, str]:
         return {name: p.last_error for name, p in self.programs.items() if p.last_error}
 
     def release(self) -> None:
-        for t in (self.frame, self.perturbed, self.output, *self.acc, self.source):
+        for t in (self.frame, self.fitted, self.perturbed, self.output, *self.acc, self.source):
             if t is not None:
                 t.release()
         for p in self.programs.values():
             p.release()
+
+
+_DEFAULT_OUTPUT = Output()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -97,18 +97,36 @@ def _tensorrt_info() -> dict[str, Any]:
         return {"available": False, "reason": str(e), "onnx_export": onnx}
 
 
-def _generator_info(spec: str, size: int | None) -> dict[str, Any]:
+def _generator_info(spec: str, output: tuple[int, int] | None) -> dict[str, Any]:
     from engine.generators import create_generator
 
     device = torch.device("cpu")
-    g = create_generator(spec, size=size, device=device)
+    g = create_generator(spec, output=output, device=device)
     try:
-        return g.info()
+        d = g.info()
+        d["output"] = framing(g.width, g.height, output)
+        return d
     finally:
         g.close()
 
 
-def collect_info(generator: str | None = None, size: int | None = None) -> dict[str, Any]:
+def framing(width: int, height: int, output: tuple[int, int] | None) -> str:
+    """One line: the generator's native render size and how it becomes the output (default output.fit)."""
+    from engine.output import fit_transform
+
+    if output is None or tuple(output) == (width, height):
+        return f"{width}x{height}: rendered at the output size, no resampling"
+    ow, oh = output
+    sx, sy, _, _ = fit_transform((width, height), (ow, oh), "cover")
+    if abs(sx - 1.0) < 1e-9 and abs(sy - 1.0) < 1e-9:
+        how = f"scaled by {ow / width:.3g}x{oh / height:.3g} (same aspect)"
+    else:
+        crop = f"{(1 - sy) * 100:.0f}% of its height" if sy < 1 else f"{(1 - sx) * 100:.0f}% of its width"
+        how = f"output.fit cover (default): scaled to cover, cropping {crop}; contain letterboxes, stretch ignores the aspect"
+    return f"renders {width}x{height}, fitted on the GPU to {ow}x{oh}: {how}; output.zoom and output.pan_x/pan_y frame it"
+
+
+def collect_info(generator: str | None = None, size: tuple[int, int] | None = None) -> dict[str, Any]:
     from engine.sinks import availability
 
     # A generator (diffusers pulls in Triton) must be built before the GL context: Triton's LLVM loaded after
@@ -181,7 +199,7 @@ def format_params() -> str:
 
     rows = [("address", "type", "range", "default", "description")]
     for s in SPECS:
-        default = s.default if s.kind != "vector" else ("()" if not s.default else f"{len(s.default)} floats")
+        default = s.default if s.kind != "vector" else ("()" if not s.default else ",".join(f"{x:g}" for x in s.default))
         rows.append((s.address, s.kind, s.range_text(), repr(default) if isinstance(default, str) else str(default), s.doc))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
@@ -194,7 +212,7 @@ def params_markdown() -> str:
     lines = ["| OSC address | type | range | default | what it does |", "|---|---|---|---|---|"]
     for s in SPECS:
         if s.kind == "vector":
-            default = "empty"
+            default = f"`{','.join(f'{x:g}' for x in s.default)}`" if s.default else "empty"
         elif s.kind == "str" or s.kind == "enum":
             default = f"`{s.default!r}`" if s.default else "`''`"
         else:

@@ -1,9 +1,13 @@
 """The render loop: setup once, then per frame
 
     controllers.before_frame -> snapshot = store.snapshot()
-    -> [source: feedback via GL, or engine.sources] -> generator(snapshot) -> uploader (interop or staged)
-    -> GL pipeline (perturb, feedback blend, present) -> sinks (texture sinks direct; host sinks via async PBO
-    readback, one frame late) -> controllers.after_frame -> stats
+    -> [source: feedback via GL, or engine.sources] -> generator(snapshot) (or the network swap's crossfade)
+    -> uploader (interop or staged) -> GL pipeline (fit to the output size, perturb, feedback blend, present with
+    the master fader) -> sinks (texture sinks direct; host sinks via async PBO readback, one frame late)
+    -> controllers.after_frame -> stats
+
+output.freeze skips the generator, the uploader and the effects: the held frame is presented again (with the master
+fader) and published at the show rate. The generator's time pauses with it, so it resumes where it stopped.
 
 Everything is allocated in `setup()`. A frame binds and launches; on CUDA it does not synchronise the device
 (the staged fallback's device->host copy is the one exception, and it is counted as host copies in the stats).
@@ -30,7 +34,8 @@ from engine.devices import resolve_device
 from engine.errors import SetupError, UsageError
 from engine.generators import Generator, create_generator
 from engine.gl import GL, Pipeline, Readback
-from engine.params import ParamStore
+from engine.output import MasterFader
+from engine.params import Output, ParamStore
 from engine.sinks import parse_sink
 from engine.sinks.base import Sink
 from engine.stats import Stats
@@ -44,7 +49,7 @@ OFFLINE_SINKS = {"null", "file"}
 @dataclass
 class RunOptions:
     generator: str = "stylegan2"
-    size: int | None = None
+    size: tuple[int, int] | None = None  # the output (width, height); None = the generator's own size
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     backend: str = "auto"
     sinks: list[str] = field(default_factory=list)
@@ -56,6 +61,10 @@ class RunOptions:
     quiet: bool = False
     upload: str = "auto"  # auto | staged | interop
     generator_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, int):  # N: the square N x N
+            self.size = (self.size, self.size)
 
 
 class Engine:
@@ -84,6 +93,11 @@ class Engine:
         # The last parameter snapshot that rendered: named in the log when a later frame fails (what changed since).
         self._last_good_snap = None
         self._log_limited = LogLimiter(log, interval=2.0)
+        self.fader = MasterFader()
+        self.swap = None  # engine.swap.NetworkSwap, made at setup
+        self._paused = 0.0  # show seconds spent frozen: the generator's clock is show time minus this
+        self._gen_last_t = 0.0
+        self._show_times: dict[int, float] = {}  # frame index -> show time, for host sinks (read back a frame late)
 
     # -- setup --------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -105,7 +119,7 @@ class Engine:
             self.generator, backend_desc = self._prebuilt, "applied by the caller"
             self.generator.validate(start)
         else:
-            self.generator = create_generator(o.generator, size=o.size, device=self.device, options=o.generator_options)
+            self.generator = create_generator(o.generator, output=o.size, device=self.device, options=o.generator_options)
             self.generator.validate(start)
             from engine.backends import apply_backend
 
@@ -116,7 +130,12 @@ class Engine:
             variants = self.generator.shape_variants(start) if governed else []
             self.generator, backend_desc = apply_backend(self.generator, o.backend, variants=variants)
         g = self.generator
-        w, h = g.width, g.height
+        # The output size: --size WxH, else the generator's own. The generator renders its native size (StyleGAN a
+        # square, diffusion the output's aspect); the pipeline's fit pass frames it in the output.
+        w, h = o.size or (g.width, g.height)
+        self.output_size = (w, h)
+        if self.store.get("output.fps") == Output.fps and o.fps != Output.fps:
+            self.store.set("output.fps", o.fps)  # the live pacing starts at --fps
 
         # GL: a window's context when previewing (rendering happens in it), else headless EGL on the CUDA GPU.
         if windows:
@@ -130,7 +149,7 @@ class Engine:
             self.gl = GL.from_current()
         else:
             self.gl = GL.headless(self._egl_device_index())
-        self.pipeline = Pipeline(self.gl, w, h)
+        self.pipeline = Pipeline(self.gl, w, h, frame_size=(g.width, g.height))
 
         self.uploader, upload_reason = self._select_uploader()
         if upload_reason:
@@ -158,17 +177,20 @@ class Engine:
             sink.open(self.gl, w, h, o.fps if o.fps > 0 else 30.0)
             self._opened_sinks.append(sink)
 
-        self.source_tensor = torch.empty((1, 3, h, w), device=self.device) if g.wants_source else None
+        self.source_tensor = torch.empty((1, 3, g.height, g.width), device=self.device) if g.wants_source else None
         self.sources = None
         if g.wants_source:
             from engine.sources import SourceManager
 
-            self.sources = SourceManager(w, h, self.device)
+            self.sources = SourceManager(g.width, g.height, self.device)  # sources feed the generator: its size
             self.sources.open_at_setup(start)
         elif start.source.mode != "feedback":
             log.warning("source.mode %s is ignored: %s renders from its latent, only img2img generators "
                         "(diffusion) take a source", start.source.mode, g.name)
 
+        from engine.swap import NetworkSwap
+
+        self.swap = NetworkSwap(g, self._build_swapped, start)
         self.stats = Stats(device_type=self.device.type)
         self.info = {
             "generator": g.info(),
@@ -180,6 +202,7 @@ class Engine:
                        "fallback_reason": upload_reason or None},
             "sinks": [s.label for s in self.sinks],
             "size": [w, h],
+            "render_size": [g.width, g.height],
             "clock": self.clock,
             "fps_target": o.fps,
             "cpu_threads": cpu_threads.current(),
@@ -188,6 +211,26 @@ class Engine:
         for c in self.controllers:
             c.start(self.store, self.info)
             self._started_controllers.append(c)
+
+    def _build_swapped(self, spec: str) -> Generator:
+        """On the swap's loader thread: the new generator at the running one's frame size, with the show's backend,
+        one warm-up frame rendered."""
+        from engine.backends import apply_backend
+
+        g = self.generator
+        if spec.startswith("diffusion:"):  # the show's diffusion options (vae, dtype, LoRA); the same output size
+            new = create_generator(spec, output=self.output_size, device=self.device, options=self.opts.generator_options)
+        else:  # a StyleGAN file, rendered (resized on the device) at the frame's square
+            new = create_generator(spec, size=g.width, device=self.device)
+        if (new.width, new.height) != (g.width, g.height):
+            new.close()
+            raise SetupError(f"{spec} renders {new.width}x{new.height}, the show's frame is {g.width}x{g.height}")
+        snap = self.store.snapshot()
+        new.validate(snap)
+        new, _ = apply_backend(new, self.opts.backend)
+        with torch.inference_mode():
+            new(snap, FrameTime(t=self._gen_last_t, index=0, dt=0.0), None)
+        return new
 
     def _egl_device_index(self) -> int | None:
         # Only an EGL context has EGL devices to match (Windows with CUDA used to warn "libEGL not found").
@@ -238,8 +281,9 @@ class Engine:
                 max_frames = n if max_frames is None else min(max_frames, n)
             else:
                 deadline = time.monotonic() + o.seconds
-        pace = (not self.offline) and o.fps > 0
-        period = 1.0 / o.fps if o.fps > 0 else 0.0
+        # Live shows pace to output.fps (changed live), and so does an explicit --clock wall (a live recording with only
+        # a file sink); an offline render is unpaced, its clock steps 1/--fps.
+        live = not self.offline or o.clock == "wall"
         t0 = time.monotonic()
         next_due = t0
         index = 0
@@ -261,32 +305,74 @@ class Engine:
             index += 1
             if any(s.should_close() for s in self.sinks):
                 break
-            if pace:
-                next_due += period
+            fps = self.store.snapshot().output.fps if live else 0.0
+            if fps > 0:
+                next_due += 1.0 / fps
                 delay = next_due - time.monotonic()
                 if delay > 0:
-                    time.sleep(delay)
+                    self.stop_event.wait(delay)  # a stop (Ctrl-C) does not wait out a slow output.fps
                 else:
                     next_due = time.monotonic()  # fell behind: don't try to catch up with a burst
+            else:
+                next_due = time.monotonic()
         self._flush_host_sinks()
         return self.stats.summary()
 
     def step(self, when: FrameTime) -> None:
-        g, pipe, stats = self.generator, self.pipeline, self.stats
-        assert g is not None and pipe is not None and stats is not None
+        pipe, stats = self.pipeline, self.stats
+        assert self.generator is not None and pipe is not None and stats is not None
         stats.begin_frame()
         for c in self.controllers:
             c.before_frame(self.store, when)
         snap = self.store.snapshot()
         pipe.reload_changed()
+        out_params = snap.output
+        gain = self.fader.update(when.t, out_params.blackout, out_params.fade_seconds, out_params.opacity)
+        self.swap.poll(snap)
 
+        if out_params.freeze and self._last_good_snap is not None:
+            # Hold: nothing is generated or uploaded; the held frame is presented (the fader still moves) and sent.
+            self._paused += max(0.0, when.dt)
+            stats.counters["frozen_frames"] += 1
+            with stats.stage("shaders"):
+                out = pipe.present(gain)
+        else:
+            gen_t = when.t - self._paused
+            gen_when = FrameTime(t=gen_t, index=when.index, dt=gen_t - self._gen_last_t)
+            self._gen_last_t = gen_t
+            self.swap.ready(gen_t)
+            out = self._render(snap, gen_when, gain)
+        with stats.stage("sinks"):
+            for sink in self.sinks:
+                if not sink.needs_host:
+                    sink.send_texture(out, when.index, t=when.t)
+            if self.readback is not None:
+                self._show_times[when.index] = when.t
+                got = self.readback.submit(pipe.output.fbo, when.index)
+                if got is not None:
+                    self._send_pixels(*got)
+        frame_stats = stats.end_frame()
+        for c in self.controllers:
+            c.after_frame(when, frame_stats)
+        if not self.opts.quiet:
+            stats.maybe_print_status()
+
+    def _render(self, snap, when: FrameTime, gain: float):
+        """Generate (or crossfade a swap), upload and run the effect passes. Returns the output texture."""
+        g, pipe, stats = self.generator, self.pipeline, self.stats
         source = None
         try:
             with stats.stage("generate", device=True):
                 if g.wants_source and g.needs_source(snap):
                     source = self._read_source(snap, when)
                 with torch.inference_mode():
-                    image = g(snap, when, source)  # (1, 3, H, W) in [-1, 1] on g.device
+                    if self.swap.incoming is not None:
+                        seconds = snap.diffusion.swap_seconds if g.name == "diffusion" else snap.stylegan.swap_seconds
+                        image, takeover = self.swap.render(g, snap, when, source, seconds)
+                        if takeover is not None:
+                            self._adopt(takeover)
+                    else:
+                        image = g(snap, when, source)  # (1, 3, H, W) in [-1, 1] on g.device
         except Exception as e:
             # The first frame fails loudly (a setup problem); in a running show a failing frame is data: the texture
             # keeps the last good frame, the shaders and sinks go on, and the log says which parameters changed.
@@ -300,20 +386,17 @@ class Engine:
             with stats.stage("upload", device=True):
                 self.uploader.upload(image, pipe.frame.texture)
         with stats.stage("shaders"):
-            out = pipe.render(snap.fx, when.t, perturb_frame=not (g.wants_source and source is not None and self._source_mode(snap) == "feedback"))
-        with stats.stage("sinks"):
-            for sink in self.sinks:
-                if not sink.needs_host:
-                    sink.send_texture(out, when.index)
-            if self.readback is not None:
-                got = self.readback.submit(pipe.output.fbo, when.index)
-                if got is not None:
-                    self._send_pixels(*got)
-        frame_stats = stats.end_frame()
-        for c in self.controllers:
-            c.after_frame(when, frame_stats)
-        if not self.opts.quiet:
-            stats.maybe_print_status()
+            feedback_input = g.wants_source and source is not None and self._source_mode(snap) == "feedback"
+            return pipe.render(snap.fx, when.t, perturb_frame=not feedback_input, out=snap.output, gain=gain)
+
+    def _adopt(self, new: Generator) -> None:
+        """The swap's new generator takes over (render thread, between frames of the crossfade)."""
+        old, self.generator = self.generator, new
+        if new.output_dtype != old.output_dtype:  # the uploader's layout kernel is per dtype
+            self.uploader.prepare(self.pipeline.frame.texture, "write", new.output_dtype)
+        self.info["generator"] = new.info()
+        self.stats.info["generator"] = self.info["generator"]
+        old.close()
 
     def _frame_failed(self, error: Exception, snap, when: FrameTime) -> None:
         self.stats.counters["generator_errors"] += 1
@@ -338,9 +421,10 @@ class Engine:
         return self.sources.read(mode, snap, when)
 
     def _send_pixels(self, index: int, pixels) -> None:
+        t = self._show_times.pop(index, None)
         for sink in self.sinks:
             if sink.needs_host:
-                sink.send_pixels(pixels, index)
+                sink.send_pixels(pixels, index, t=t)
 
     def _flush_host_sinks(self) -> None:
         if self.readback is not None:
@@ -349,20 +433,26 @@ class Engine:
 
     # -- teardown -----------------------------------------------------------------------------------------------
     def close(self) -> None:
+        """Release everything, in an order that keeps the GL context alive while it is needed: controllers, then
+        every sink except the window (Spout's release and the readback still need the context), the frame path's
+        GL resources, the generators, and the window last (glfw.terminate destroys the context it owns)."""
         if self._closed:
             return
         self._closed = True
         errors = []
-        for c in reversed(self._started_controllers):
+
+        def attempt(what: str, fn) -> None:
             try:
-                c.stop()
+                fn()
             except Exception as e:  # closing must reach every resource
-                errors.append(f"controller {type(c).__name__}: {e}")
+                errors.append(f"{what}: {e}")
+
+        for c in reversed(self._started_controllers):
+            attempt(f"controller {type(c).__name__}", c.stop)
+        windows = [s for s in self._opened_sinks if s.kind == "window"]
         for s in self._opened_sinks:
-            try:
-                s.close()
-            except Exception as e:
-                errors.append(f"sink {s.label}: {e}")
+            if s.kind != "window":
+                attempt(f"sink {s.label}", s.close)
         if self.stats is not None:
             self.stats.info["sink_stats"] = {s.label: s.stats() for s in self._opened_sinks}
             self.stats.info["controllers"] = {type(c).__name__: c.stats() for c in self._started_controllers}
@@ -370,16 +460,22 @@ class Engine:
                 self.stats.info["generator_stats"] = self.generator.stats()
             if self.pipeline is not None:
                 self.stats.info["shader_reloads"] = {n: p.reloads for n, p in self.pipeline.programs.items()}
+            if self.swap is not None:
+                self.stats.info["network_swap"] = self.swap.stats()
         if self.sources is not None:
-            self.sources.close()
+            attempt("sources", self.sources.close)
         if self.uploader is not None:
-            self.uploader.close()
+            attempt("uploader", self.uploader.close)
         if self.readback is not None:
-            self.readback.release()
+            attempt("readback", self.readback.release)
         if self.pipeline is not None:
-            self.pipeline.release()
+            attempt("pipeline", self.pipeline.release)
+        if self.swap is not None:
+            attempt("network swap", self.swap.close)
         if self.generator is not None:
-            self.generator.close()
+            attempt("generator", self.generator.close)
+        for s in windows:
+            attempt(f"sink {s.label}", s.close)
         for e in errors:
             log.error("while closing: %s", e)
 

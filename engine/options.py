@@ -40,6 +40,20 @@ def non_negative_float(text: str) -> float:
     return v
 
 
+def output_size(text: str) -> tuple[int, int]:
+    """`--size N` (square) or `--size WIDTHxHEIGHT` -> (width, height)."""
+    from engine.output import parse_size
+
+    try:
+        return parse_size(text, "size")
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("size ")) from None
+
+
+SIZE_HELP = ("output size: WIDTHxHEIGHT (1920x1080, 1080x1920 portrait) or N for N x N; every stage after the generator "
+             "runs at it (default: the generator's own; 256 for the built-in stylegan2)")
+
+
 def assignment(text: str) -> tuple[str, str]:
     """`--set GROUP.NAME=VALUE` -> (key, value text)."""
     key, eq, value = text.partition("=")

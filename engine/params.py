@@ -85,6 +85,10 @@ class Stylegan:
     translate_y: float = param(0.0, "StyleGAN3 only: vertical translation of the input, in image heights.")
     rotate: float = param(0.0, "StyleGAN3 only: rotation of the input, in degrees.")
     w_file: str = param("", "A saved latent (.npz with 'w' as written by `engine project` / NVlabs projector, or .pt) used instead of the mapping network's ws; psi still pulls it towards w_avg. Loaded once per path; empty = off.")
+    network: str = param("", "Live network swap (seed 003's load button): a network file (.pkl/.pt/.safetensors) loaded on a background thread while the current network keeps rendering, then crossfaded in over swap_seconds. A file that cannot be loaded: one log line, the show goes on. Empty = no change (the show's network stays).")
+    set_list: str = param("", "Set list: a folder of network files (.pkl/.pt/.safetensors, in name order) that network_index picks from; read again when network_index changes.")
+    network_index: int = param(-1, "Set list: swap to entry N of set_list (counted from 0, modulo the number of networks), like sending its path to network; -1 = off.", lo=-1, hi=1_000_000)
+    swap_seconds: float = param(2.0, "Crossfade from the old network's image to the new one's after a swap, in seconds of show time; 0 = cut.", lo=0.0, hi=600.0)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ class Diffusion:
     similarity_threshold: float = param(0.0, "Skip the UNet and repeat the last output when the source's cosine similarity to the last rendered source is above this; skips are probabilistic between the threshold and 1 (StreamDiffusion uses 0.98). 0 = off.", lo=0.0, hi=1.0)
     similarity_max_skip: int = param(10, "The similarity filter skips at most this many frames in a row.", lo=0, hi=10_000)
     latent_smoothing: float = param(0.0, "Anti-flicker: the output latent is mix(new, previous output latent, smoothing) before decoding; 0 = off.", lo=0.0, hi=0.99)
+    model: str = param("", "Live model swap: a local diffusers folder (or a hub id in the local Hugging Face cache) loaded on a background thread with the show's generator options while the current model keeps rendering, then crossfaded in over swap_seconds. Empty = no change.")
+    swap_seconds: float = param(2.0, "Crossfade from the old model's image to the new one's after a model swap, in seconds of show time; 0 = cut.", lo=0.0, hi=600.0)
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,24 @@ class Source:
     ndi: str = param("", "mode=ndi: NDI source name as NDI tools list it, e.g. 'HOST (OBS)'; empty = the first one found.")
     image: str = param("", "mode=image: an image file, loaded once per path.")
     noise_scale: float = param(8.0, "mode=noise: cells across the frame of the smooth noise image (higher = finer grain); it drifts to a new field every second.", lo=1.0, hi=4096.0)
-    fit: str = param("cover", "How a source of another aspect ratio fills the square frame: cover (centre crop) or stretch.", choices=("cover", "stretch"))
+    fit: str = param("cover", "How a source of another aspect ratio fills the generator's frame: cover (centre crop) or stretch.", choices=("cover", "stretch"))
+
+
+@dataclass(frozen=True)
+class Output:
+    """The show output: how the generator's image is framed in the output size (--size WxH), the master fader,
+    freeze and pacing. Applied on the GPU after the generator; none of it calls or rebuilds the generator."""
+
+    fit: str = param("cover", "How the generator's image fills an output of another aspect: cover (fills it, cropping the long side), contain (all of it, letterboxed in background), stretch (fills it, aspect ignored). Diffusion renders at the output's aspect already.", choices=("cover", "contain", "stretch"))
+    zoom: float = param(1.0, "Magnification of the framed image (2 = twice as large, centred on the pan point); below 1 it shrinks into background.", lo=0.1, hi=16.0)
+    pan_x: float = param(0.0, "Horizontal position of the view over the part of the image not shown: -1 = left edge, 1 = right edge (needs cover cropping or zoom > 1).", lo=-1.0, hi=1.0)
+    pan_y: float = param(0.0, "Vertical position of the view: -1 = top edge, 1 = bottom edge.", lo=-1.0, hi=1.0)
+    background: tuple[float, ...] = param((0.0, 0.0, 0.0), "Colour around a contained or shrunk image: R,G,B in 0..1.", length=3)
+    freeze: bool = param(False, "Hold the last frame: the generator and the effects are not run (costs nothing) while every sink keeps publishing that frame at the show rate, so receivers never time out. 0 = run; the generator resumes where it stopped (its time is paused too).")
+    blackout: bool = param(False, "Fade to black over fade_seconds (1), and back (0). The show keeps rendering underneath.")
+    fade_seconds: float = param(1.0, "Duration of a blackout fade, in seconds of show time; 0 = cut.", lo=0.0, hi=600.0)
+    opacity: float = param(1.0, "Master level multiplied into the output (0 = black, 1 = full), on top of blackout.", lo=0.0, hi=1.0)
+    fps: float = param(30.0, "Live frame rate the show is paced to (starts at --fps); 0 = as fast as it can. An offline render (only file/null sinks) keeps --fps: it is the recording's rate.", lo=0.0, hi=1000.0)
 
 
 @dataclass(frozen=True)
@@ -151,6 +174,7 @@ class Params:
     fx: Fx = field(default_factory=Fx)
     diffusion: Diffusion = field(default_factory=Diffusion)
     source: Source = field(default_factory=Source)
+    output: Output = field(default_factory=Output)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -12,13 +12,15 @@ uniform float brightness_jitter;  // +- linear gain at amount = 1
 uniform float hue_jitter;         // +- turns at amount = 1
 uniform float time;               // seconds
 uniform float aspect;             // width / height
+uniform ivec2 target_size;        // size of the texture drawn into
 
 in vec2 uv;
 out vec4 frag;
 
 void main() {
     if (amount <= 0.0) {
-        frag = texelFetch(src, ivec2(gl_FragCoord.xy), 0);
+        // Same size: the exact texel. The img2img feedback source may be smaller than the output: resample.
+        frag = textureSize(src, 0) == target_size ? texelFetch(src, ivec2(gl_FragCoord.xy), 0) : texture(src, uv);
         return;
     }
     float tt = time * speed;

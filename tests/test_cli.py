@@ -93,8 +93,9 @@ def test_seconds_with_frame_clock_renders_seconds_times_fps(tmp_path):
         (["run", "--sink", "hologram"], "unknown sink 'hologram'"),
         (["run", "--sink", "file:out.avi"], "unsupported file type .avi"),
         (["run", "--sink", "file"], "the file sink needs a path"),
-        (["run", "--size", "100", "--frames", "1"], "size"),
-        (["run", "--size", "-4"], "must be positive"),
+        (["run", "--size", "100x", "--frames", "1"], "is not a size; use N or WIDTHxHEIGHT"),
+        (["run", "--size", "-4"], "is not a size"),
+        (["run", "--size", "8x8"], "each side must be 16..8192 pixels"),
         (["run", "--frames", "ten"], "expected a whole number"),
         (["run", "--wobble"], "unrecognized arguments: --wobble"),
         (["run", "--config", "/nope/show.toml"], "config file not found"),
@@ -157,13 +158,57 @@ def test_window_sink_renders_into_a_real_window_under_xvfb(tmp_path):
         time.sleep(1.0)
         stats = tmp_path / "w.json"
         png = tmp_path / "w" / "%05d.png"
-        p = engine("run", "--sink", "window", "--sink", f"file:{png}", "--frames", "8", "--size", "64", "--osc-port", "0",
-                   "--quiet", "--stats-json", str(stats), env={"DISPLAY": display})
+        # The window first on the command line: it is still closed last, after the pipeline and the other sinks
+        # that need its GL context (issue 13, bug 6). A 16:9 output: the window and the file get 96x54.
+        p = engine("-v", "run", "--sink", "window", "--sink", f"file:{png}", "--frames", "8", "--size", "96x54", "--osc-port",
+                   "0", "--quiet", "--stats-json", str(stats), env={"DISPLAY": display})
         assert p.returncode == 0, p.stderr
+        assert "while closing" not in p.stderr and "Traceback" not in p.stderr, p.stderr
         s = json.loads(stats.read_text())
-        assert s["gl"]["context"] == "window"
+        assert s["gl"]["context"] == "window" and s["size"] == [96, 54]
+        from PIL import Image
+
+        assert Image.open(sorted(png.parent.glob("*.png"))[0]).size == (96, 54)
         assert s["sink_stats"]["window"]["sent"] == 8
         assert s["sink_stats"][f"file:{png}"]["written"] == 8  # the window's context also feeds host sinks
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb (apt-get install xvfb)")
+def test_window_closes_after_everything_that_needs_its_context(monkeypatch):
+    """Issue 13, bug 6: glfw.terminate() destroys the window's GL context, which the pipeline, the readback and the
+    texture sinks still release into: the window must go last, whatever the sink order."""
+    import glfw
+
+    from engine.loop import Engine, RunOptions
+
+    display = ":88"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        monkeypatch.setenv("DISPLAY", display)
+        e = Engine(RunOptions(generator="stylegan2", size=(64, 64), sinks=["window", "null"], frames=2, quiet=True,
+                              generator_options={"channel_base": 512, "channel_max": 16, "calibrate": False}))
+        e.setup()
+        e.run()
+        order = []
+
+        def recorded(name, fn):
+            def call(*a, **k):
+                order.append((name, glfw.get_current_context() is not None))
+                return fn(*a, **k)
+            return call
+
+        window = next(s for s in e.sinks if s.kind == "window")
+        monkeypatch.setattr(e.pipeline, "release", recorded("pipeline", e.pipeline.release))
+        monkeypatch.setattr(window, "close", recorded("window", window.close))
+        e.close()
+        names = [n for n, _ in order]
+        assert names[-1] == "window" and "pipeline" in names, order
+        assert all(alive for _, alive in order), f"released without a GL context: {order}"
     finally:
         xvfb.terminate()
         xvfb.wait(10)

@@ -395,8 +395,15 @@ def test_hub_id_found_in_local_cache_with_taesd(tmp_path, monkeypatch):
 
 
 def test_size_and_option_errors(tiny):
-    with pytest.raises(UsageError, match="not a positive multiple of 16"):
-        load_size(tiny, 72)
+    with pytest.raises(UsageError, match="not a positive multiple of 8 per side"):
+        load_size(tiny, 70)
+    # A latent the UNet's downsampling does not divide (72 / 8 = 9): diffusers passes the exact sizes to its upsamplers.
+    odd = load_size(tiny, 72)
+    out = odd(Params(), FrameTime(0, 0), torch.zeros(1, 3, 72, 72))
+    assert out.shape == (1, 3, 72, 72) and torch.isfinite(out).all()
+    wide = create_generator(f"diffusion:{tiny}", output=(100, 60), device=CPU)
+    assert (wide.width, wide.height) == (104, 64) and wide.latent_shape[2:] == (8, 13)
+    assert wide(Params(), FrameTime(0, 0), torch.zeros(1, 3, 64, 104)).shape == (1, 3, 64, 104)
     gen = load_size(tiny, 128)  # any supported multiple, not just the native size
     assert gen(Params(), FrameTime(0, 0), torch.zeros(1, 3, 128, 128)).shape == (1, 3, 128, 128)
     with pytest.raises(UsageError, match="unknown diffusion option"):

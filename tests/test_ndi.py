@@ -338,3 +338,33 @@ def test_worker_block_mode_writes_every_frame():
         assert w.submit(frame, i, block=True)
     assert w.close(timeout=5.0)
     assert handled == list(range(20)) and w.dropped == 0
+
+
+@pytest.mark.slow
+def test_engine_run_streams_16_9_over_ndi(ndi_env, tmp_path):
+    """Issue 13: a 16:9 output (StyleGAN's square framed by output.fit) reaches an NDI receiver at the output size."""
+    name = _unique_name("wide")
+    frames, fps = 12, 4.0
+    stats_path = tmp_path / "stats.json"
+    (tmp_path / "fast.toml").write_text("[generator]\nchannel_base = 512\nchannel_max = 16\ncalibrate = false\n")
+    cmd = [sys.executable, "-m", "engine", "run", "--config", str(tmp_path / "fast.toml"), "--size", "96x54",
+           "--sink", f"ndi:{name}", "--frames", str(frames), "--fps", str(fps), "--stats-json", str(stats_path),
+           "--quiet", "--osc-port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    rx = None
+    try:
+        rx = NDIReceiver(name, timeout=120.0)
+        out, _ = proc.communicate(timeout=300)
+        time.sleep(0.5)
+        got = rx.wait_frames(frames // 2, timeout=2.0)
+    finally:
+        if rx is not None:
+            rx.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert json.loads(stats_path.read_text())["size"] == [96, 54]
+    assert len(got) >= frames // 2 and all(r.resolution == (96, 54) for r in got), [r.resolution for r in got]
+    assert got[-1].pixels[..., :3].std() > 5  # a picture, not a blank frame

@@ -588,8 +588,23 @@ def test_max_patch_is_a_valid_patcher_wired_to_real_addresses():
     assert {"/engine/latent/psi", "/engine/latent/speed", "/engine/latent/seed", "/engine/fx/feedback", "/engine/fx/perturb",
             "/engine/diffusion/strength", "/engine/diffusion/steps"} <= set(prepends)
     assert set(prepends) <= addresses
-    # seed 002's /z: a bang makes 512 values and sends them as one message (the server takes all values at once)
-    assert "/engine/latent/z" in prepends and "uzi 512" in texts and "zl group 512" in texts
+    # seed 002's /z: a bang makes 512 values and sends them as one message (the server takes all values at once).
+    # zl's first argument raises Max's default list limit of 256, else it sends 256 values (issue 13, bug 2).
+    assert "/engine/latent/z" in prepends and "uzi 512" in texts and "zl 512 group 512" in texts
+    assert "zl group 512" not in texts
+    # Gaussian z (Box-Muller from two uniforms), not uniform: [t b b] fires right to left, so the right outlet's random
+    # must reach expr's cold (right) inlet before the left one's reaches the hot inlet.
+    expr = next(i for i, b in boxes.items() if b.get("text", "").startswith("expr ") and "sqrt(-2." in b["text"])
+    assert "cos(6.2831853 * $i2" in boxes[expr]["text"] and "log(($i1" in boxes[expr]["text"]
+    trig = next(i for i, b in boxes.items() if b.get("text") == "t b b")
+    wires = {(ln["patchline"]["source"][0], ln["patchline"]["source"][1]): ln["patchline"]["destination"] for ln in p["lines"]}
+    right_random, left_random = wires[(trig, 1)][0], wires[(trig, 0)][0]
+    assert wires[(right_random, 0)] == [expr, 1] and wires[(left_random, 0)] == [expr, 0]
+    # Diffusion has its own prompt, guidance and seed controls; the show controls are there.
+    assert {"/engine/diffusion/prompt", "/engine/diffusion/guidance", "/engine/diffusion/seed", "/engine/output/freeze",
+            "/engine/output/blackout", "/engine/output/opacity", "/engine/output/fps", "/engine/stylegan/network",
+            "/engine/stylegan/network_index"} <= set(prepends)
+    assert {"/engine/output/fit cover", "/engine/output/fit contain"} <= set(texts)
     # seed 004's "new prompt" button: next / random entry of the prompt list
     assert "/engine/diffusion/prompt_index" in prepends and "counter" in texts
     send = next(i for i, b in boxes.items() if b.get("text") == "udpsend 127.0.0.1 7000")

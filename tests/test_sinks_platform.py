@@ -188,3 +188,126 @@ def test_syphon_server_is_discoverable():
     finally:
         sink.close()
         tex.release()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 13, bugs 4 and 5: the logic that does not need the platform, driven through stand-ins of the platform
+# modules that record what the sink asks of them (the real round trips are the marked tests above and below).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_spout_picks_a_free_sender_name():
+    from engine.sinks.spout import free_sender_name
+
+    assert free_sender_name("engine", set()) == "engine"
+    assert free_sender_name("engine", {"engine"}) == "engine_1"
+    assert free_sender_name("engine", {"engine", "engine_1", "engine_2", "other"}) == "engine_3"
+
+
+def test_spout_registers_the_free_name_and_reports_interop_after_the_first_send(monkeypatch, caplog):
+    import logging
+    import types
+
+    calls = []
+
+    class Receiver:
+        def getSenderList(self):
+            return ["engine", "TouchDesigner"]
+
+        def releaseReceiver(self):
+            calls.append("release-receiver")
+
+    class Sender:
+        def setSenderName(self, name):
+            calls.append(("name", name))
+
+        def isGLDXReady(self):
+            calls.append("gldx")
+            return True
+
+        def sendTexture(self, *args):
+            calls.append("send")
+            return True
+
+        def setFrameSync(self, name):
+            calls.append(("sync", name))
+
+        def releaseSender(self):
+            calls.append("release")
+
+    fake = types.SimpleNamespace(SpoutReceiver=Receiver, SpoutSender=Sender)
+    monkeypatch.setitem(sys.modules, "SpoutGL", fake)
+    monkeypatch.setattr(SpoutSink, "availability", classmethod(lambda cls: (True, "")))
+    sink = SpoutSink("engine")
+    caplog.set_level(logging.INFO, logger="engine.sinks")
+    sink.open(types.SimpleNamespace(ctx=None), W, H, 30.0)
+    assert sink.name == "engine_1" and ("name", "engine_1") in calls
+    assert "gldx" not in calls, "isGLDXReady is only known after the first send"
+    assert "'engine' exists already; sharing as 'engine_1'" in caplog.text
+    sink.send_texture(types.SimpleNamespace(glo=1, width=W, height=H), 0)
+    assert ("sync", "engine_1") in calls and calls.index("send") < calls.index("gldx")
+    sink.close()
+
+
+def test_syphon_flushes_before_it_publishes(monkeypatch):
+    import contextlib
+    import types
+
+    calls = []
+
+    class Server:
+        def __init__(self, name, cgl_context_obj=None):
+            self.has_clients = False
+
+        def publish_frame_texture(self, glo, size, is_flipped):
+            calls.append("publish")
+
+        def stop(self):
+            calls.append("stop")
+
+    ns_ctx = types.SimpleNamespace(CGLContextObj=lambda: 1)
+    modules = {
+        "AppKit": types.SimpleNamespace(NSOpenGLContext=types.SimpleNamespace(currentContext=lambda: ns_ctx)),
+        "Foundation": types.SimpleNamespace(NSRunLoop=types.SimpleNamespace(currentRunLoop=lambda: types.SimpleNamespace(
+            runMode_beforeDate_=lambda mode, date: calls.append("runloop"))), NSDefaultRunLoopMode="default",
+            NSDate=types.SimpleNamespace(distantPast=lambda: 0)),
+        "objc": types.SimpleNamespace(autorelease_pool=contextlib.nullcontext),
+        "syphon": types.SimpleNamespace(SyphonOpenGLServer=Server),
+        "OpenGL": types.SimpleNamespace(),
+        "OpenGL.GL": types.SimpleNamespace(glFlush=lambda: calls.append("flush")),
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(SyphonSink, "availability", classmethod(lambda cls: (True, "")))
+    sink = SyphonSink("engine")
+    sink.open(None, W, H, 30.0)
+    sink.send_texture(types.SimpleNamespace(glo=1, width=W, height=H), 0)
+    sink.send_texture(types.SimpleNamespace(glo=1, width=W, height=H), 1)
+    assert calls == ["flush", "publish", "runloop", "flush", "publish", "runloop"]
+    sink.close()
+
+
+@pytest.mark.windows
+@pytest.mark.skipif(sys.platform != "win32", reason="Spout is Windows only")
+def test_spout_name_clash_gets_a_free_name_receivers_can_find():
+    pytest.importorskip("SpoutGL")
+    import SpoutGL
+
+    gl = _gl()
+    tex, _ = _gradient_texture(gl)
+    name = f"engine-clash-{time.monotonic_ns() % 10**6}"
+    first, second = SpoutSink(name), SpoutSink(name)
+    first.open(gl, W, H, 30.0)
+    try:
+        first.send_texture(tex, 0)
+        second.open(gl, W, H, 30.0)
+        try:
+            second.send_texture(tex, 0)
+            assert second.name == f"{name}_1"
+            with SpoutGL.SpoutReceiver() as rx:
+                assert {name, f"{name}_1"} <= set(rx.getSenderList())
+        finally:
+            second.close()
+    finally:
+        first.close()
+        tex.release()

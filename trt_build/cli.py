@@ -15,14 +15,14 @@ import sys
 from pathlib import Path
 
 from engine.errors import SetupError
-from engine.options import add_max_params_argument, add_threads_argument, positive_int
+from engine.options import add_max_params_argument, add_threads_argument, output_size
 
 
 def add_trt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default="stylegan2", metavar="SPEC",
                    help="stylegan2, a StyleGAN network file, or diffusion:MODEL (as for engine run; default stylegan2)")
-    p.add_argument("--size", type=positive_int, default=None, metavar="N", help="output size (default: the generator's own); "
-                   "an engine is built for exactly this size")
+    p.add_argument("--size", type=output_size, default=None, metavar="WxH", help="the show's output size, as for engine run "
+                   "(default: the generator's own); engines are built for the size the generator renders for it")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                    help="where the generator is built and exported (default auto); plans need CUDA")
     p.add_argument("--precision", default="auto", choices=("auto", "fp16", "bf16", "fp32"),
@@ -57,7 +57,7 @@ def cmd_trt(ns: argparse.Namespace) -> int:
         # The show's own config file: its [run] table is valid here too (and ignored), its [generator] table used.
         options = dict(load_config(ns.config, config_run_options()).generator)
     device = resolve_device(ns.device)
-    generator = create_generator(ns.generator, size=ns.size, device=device, options=options)
+    generator = create_generator(ns.generator, output=ns.size, device=device, options=options)
     variants = generator.shape_variants(Params()) if ns.variants else []
     root = cache_root(ns.cache)
     print(f"engine trt: {generator.name} {generator.width}x{generator.height} on {device}, cache {root}")

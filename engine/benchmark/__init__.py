@@ -32,17 +32,18 @@ BENCH_DEFAULTS: dict[str, Any] = {
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     from engine.options import (
+        SIZE_HELP,
         add_max_params_argument,
         add_threads_argument,
         assignment,
         non_negative_float,
-        positive_int,
+        output_size,
     )
 
     S = argparse.SUPPRESS
     g = p.add_argument_group("what to measure")
     g.add_argument("--generator", default=S, metavar="SPEC", help="stylegan2, a StyleGAN network file, or diffusion:MODEL (default stylegan2)")
-    g.add_argument("--size", type=positive_int, default=S, metavar="N", help="output size (default: the generator's own)")
+    g.add_argument("--size", type=output_size, default=S, metavar="WxH", help=SIZE_HELP)
     g.add_argument("--device", default=S, metavar="auto|cpu|cuda[:N]", help="where the generator runs (default auto)")
     g.add_argument("--backend", default=S, metavar="auto|eager|compile|tensorrt", help="as for engine run (default auto: compile on CUDA, eager on CPU)")
     g.add_argument("--upload", choices=("auto", "staged", "interop"), default=S, help="generator -> texture path (default auto)")
@@ -127,7 +128,7 @@ def options_from_args(ns: argparse.Namespace):
     sinks = [sinks] if isinstance(sinks, str) else list(sinks or [])
     try:
         opts = BenchOptions(
-            generator=str(m["generator"]), size=None if m["size"] is None else int(m["size"]), device=str(m["device"]),
+            generator=str(m["generator"]), size=None if m["size"] is None else tuple(m["size"]), device=str(m["device"]),
             backend=str(m["backend"]), upload=str(m["upload"]), sinks=[str(s) for s in sinks] or ["null"],
             seconds=float(m["seconds"]), warmup=float(m["warmup"]), until_stable=bool(m["until_stable"]),
             stable_window=float(m["stable_window"]), stable_slope=float(m["stable_slope"]), stable_seconds=float(m["stable_seconds"]),
@@ -149,7 +150,13 @@ def default_out(opts, device_type: str) -> Path:
     name = opts.generator.replace("diffusion:", "diffusion-")
     name = Path(name).stem if any(name.endswith(s) for s in (".pkl", ".pt", ".pth", ".safetensors")) else name
     name = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or "generator"
-    return Path("bench") / "results" / device_type / f"bench-{name}-{opts.size or 'native'}"
+    return Path("bench") / "results" / device_type / f"bench-{name}-{_size_name(opts.size)}"
+
+
+def _size_name(size: tuple[int, int] | None) -> str:
+    if size is None:
+        return "native"
+    return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"  # a square keeps its old folder name
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:

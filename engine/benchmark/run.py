@@ -43,7 +43,7 @@ THROTTLE_REASONS = {
 @dataclass
 class BenchOptions:
     generator: str = "stylegan2"
-    size: int | None = None
+    size: tuple[int, int] | None = None  # output (width, height)
     device: str = "auto"
     backend: str = "auto"
     upload: str = "auto"

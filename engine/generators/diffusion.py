@@ -46,6 +46,7 @@ import torch
 from engine.clock import FrameTime
 from engine.errors import SetupError, UsageError
 from engine.generators.base import Generator
+from engine.output import diffusion_size
 from engine.params import Diffusion, Params
 from engine.paths import user_path
 
@@ -311,7 +312,7 @@ class DiffusionGenerator(Generator):
         tokenizers: list,
         alphas_cumprod: torch.Tensor,
         prediction_type: str = "epsilon",
-        size: int | None = None,
+        size: int | tuple[int, int] | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype | None = None,
         lcm: bool = False,
@@ -331,18 +332,28 @@ class DiffusionGenerator(Generator):
         tiny = type(vae).__name__ == "AutoencoderTiny"
         vae_blocks = vae.config.encoder_block_out_channels if tiny else vae.config.block_out_channels
         self.vae_scale = 2 ** (len(vae_blocks) - 1)
-        multiple = self.vae_scale * 2 ** (len(cfg.block_out_channels) - 1)
+        self.notes: list[str] = []
         if size is None:
-            size = int(cfg.sample_size) * self.vae_scale
-        size = int(size)
-        if size <= 0 or size % multiple:
-            raise UsageError(f"diffusion size {size} is not a positive multiple of {multiple} (latent = size/{self.vae_scale}; try {max(multiple, size // multiple * multiple)})")
-        if size > 4096:
-            raise UsageError(f"diffusion size {size} is above 4096")
+            width = height = int(cfg.sample_size) * self.vae_scale
+        elif isinstance(size, tuple):
+            # An output size (--size WxH): render natively at its aspect, each side to the nearest multiple of the VAE's
+            # scale (the UNet takes any latent size: diffusers passes the exact sizes to its upsamplers).
+            width, height = diffusion_size(size, self.vae_scale)
+            if (width, height) != tuple(size):
+                self.notes.append(f"renders {width}x{height}: each side rounded to a multiple of {self.vae_scale} "
+                                  f"(the VAE's scale), stretched by the fit stage to the {size[0]}x{size[1]} output")
+        else:
+            width = height = int(size)
+        for side in (width, height):
+            if side <= 0 or side % self.vae_scale:
+                raise UsageError(f"diffusion size {width}x{height} is not a positive multiple of {self.vae_scale} per side "
+                                 f"(latent = size/{self.vae_scale}; try {max(self.vae_scale, side // self.vae_scale * self.vae_scale)})")
+            if side > 4096:
+                raise UsageError(f"diffusion size {width}x{height} is above 4096 per side")
         latent_channels = vae.config.latent_channels
         if latent_channels != cfg.in_channels:
             raise UsageError(f"VAE makes {latent_channels}-channel latents but the UNet takes {cfg.in_channels}; use the VAE that belongs to the model (vae=full) or its TAESD")
-        super().__init__(size, size, device)
+        super().__init__(height, width, device)
 
         self.model_name = model_name
         self.vae_name = vae_name
@@ -381,7 +392,7 @@ class DiffusionGenerator(Generator):
         self._lora_scale: float | None = None
 
         # ---- state buffers, allocated once for MAX_STEPS ------------------------------------------------------
-        h = w = size // self.vae_scale
+        h, w = height // self.vae_scale, width // self.vae_scale
         self.latent_shape = (1, latent_channels, h, w)
         lat = (MAX_STEPS, latent_channels, h, w)
         f32 = dict(device=device, dtype=torch.float32)
@@ -392,8 +403,8 @@ class DiffusionGenerator(Generator):
         self._stock_in = torch.zeros(lat, **f32)
         self._xt = torch.zeros(lat, **f32)
         self._smooth = torch.zeros(self.latent_shape, **f32)
-        self._src = torch.zeros((1, 3, size, size), device=device, dtype=dtype)
-        self._out = torch.zeros((1, 3, size, size), device=device, dtype=dtype)
+        self._src = torch.zeros((1, 3, height, width), device=device, dtype=dtype)
+        self._out = torch.zeros((1, 3, height, width), device=device, dtype=dtype)
         self._have_out = False
         self._have_smooth = False
         self._primed = False
@@ -401,7 +412,7 @@ class DiffusionGenerator(Generator):
         self._seed: int | None = None
         self._filter_seed: int | None = None
         self._noise_gen = torch.Generator(device=device)
-        self.filter = SimilarityFilter((1, 3, size, size), device, dtype)
+        self.filter = SimilarityFilter((1, 3, height, width), device, dtype)
         self._coef: OrderedDict[tuple[int, ...], _Coefficients] = OrderedDict()
         self._cond_key: tuple | None = None
         self._cond: dict[str, Any] = {}
@@ -413,7 +424,7 @@ class DiffusionGenerator(Generator):
 
     # ------------------------------------------------------------------------------------------------------------
     @classmethod
-    def from_spec(cls, model: str = "", *, size: int | None = None, device: torch.device | str = "cpu", **options: Any) -> "DiffusionGenerator":
+    def from_spec(cls, model: str = "", *, size: int | tuple[int, int] | None = None, device: torch.device | str = "cpu", **options: Any) -> "DiffusionGenerator":
         """Load MODEL (folder or cached hub id) once. Options (config file [generator] table):
         vae=auto|full|tiny|PATH_OR_ID  (auto: the model's own vae/ if it is an AutoencoderTiny, else TAESD/TAESDXL)
         lora=PATH_OR_ID, lora_weight_name=FILE  (a LoRA, e.g. latent-consistency/lcm-lora-sdv1-5)
@@ -544,6 +555,7 @@ class DiffusionGenerator(Generator):
             lora=bool(self._lora_layers),
             lcm=self.lcm,
             max_steps=MAX_STEPS,
+            notes=list(self.notes),
         )
         return d
 

@@ -49,7 +49,9 @@ class LatentWalk:
         self.z_dim = int(z_dim)
         self.seed = int(seed)
         self.num_features = int(num_features)
-        self.device = torch.device(device)
+        # MPS has no float64: there the walk's few thousand elements are computed on the CPU and copied into the
+        # caller's device buffer (a (1, z_dim) copy per frame).
+        self.device = torch.device(device) if torch.device(device).type != "mps" else torch.device("cpu")
         rng = np.random.RandomState(self.seed)
         freq = rng.randn(self.z_dim, self.num_features) * (2 * math.pi)  # radians per unit tau
         phase = rng.uniform(0.0, 2 * math.pi, size=(self.z_dim, self.num_features))

@@ -41,6 +41,7 @@ from engine.generators.motion import (
     loop_position,
     seed_to_z,
 )
+from engine.output import stylegan_square
 from engine.params import Params
 from engine.paths import user_path
 
@@ -157,12 +158,16 @@ class StyleGANGenerator(Generator):
 
     def __init__(self, net: torch.nn.Module, *, size: int | None, device: torch.device | str, source: str,
                  calibration: tuple[torch.Tensor, torch.Tensor] | None = None, notes: list[str] | None = None,
-                 walk_features: int = DEFAULT_FEATURES):
+                 walk_features: int = DEFAULT_FEATURES, output: tuple[int, int] | None = None):
+        """size: the square rendered (resized on the device from the network's own); output: the show's output
+        size, from which the square is chosen when size is None (engine.output.stylegan_square)."""
         device = torch.device(device)
         for attr in ("mapping", "synthesis", "z_dim", "c_dim", "num_ws", "img_resolution"):
             if not hasattr(net, attr):
                 raise UsageError(f"{source}: the network has no {attr!r}; it is not a StyleGAN2/3 generator")
         native = int(net.img_resolution)
+        if size is None and output is not None:
+            size = stylegan_square(output, native)
         out = check_size(native if size is None else size)
         super().__init__(out, out, device)
         self.net = net.to(self.device).eval().requires_grad_(False)
@@ -212,7 +217,8 @@ class StyleGANGenerator(Generator):
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
-    def default(cls, size: int | None, device: torch.device | str, **options: Any) -> "StyleGANGenerator":
+    def default(cls, size: int | None, device: torch.device | str, output: tuple[int, int] | None = None,
+                **options: Any) -> "StyleGANGenerator":
         """The embedded "stylegan2". Options: channel_base, channel_max, init_seed, num_fp16_res, noise_strength,
         rgb_decay, calibrate (bool), walk_features, blend (PATH of a second network to blend with)."""
         device = torch.device(device)
@@ -220,6 +226,8 @@ class StyleGANGenerator(Generator):
         unknown = sorted(set(options) - known)
         if unknown:
             raise UsageError(f"unknown option(s) for --generator stylegan2: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if size is None and output is not None:
+            size = stylegan_square(output, 1024)  # built at the square the output needs (power of two, 64..1024)
         res = check_size(DEFAULT_SIZE if size is None else size)
         widths = dict(CUDA_DEFAULT if device.type == "cuda" else CPU_DEFAULT)
         reduced = device.type != "cuda" and "channel_base" not in options and "channel_max" not in options
@@ -249,7 +257,8 @@ class StyleGANGenerator(Generator):
         return gen
 
     @classmethod
-    def from_file(cls, path: str | Path, size: int | None, device: torch.device | str, **options: Any) -> "StyleGANGenerator":
+    def from_file(cls, path: str | Path, size: int | None, device: torch.device | str, output: tuple[int, int] | None = None,
+                  **options: Any) -> "StyleGANGenerator":
         """Load a network file. Dispatch by suffix: .safetensors (ours), .pt/.pth (ours, else rosinality via the
         pickle loader), .pkl (NVlabs, via engine.generators.pickle_loader.load_network)."""
         path = Path(path)
@@ -258,7 +267,7 @@ class StyleGANGenerator(Generator):
         if unknown:
             raise UsageError(f"unknown option(s) for generator {path.name}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         net, calib = load_network_file(path)
-        gen = cls(net, size=size, device=device, source=str(path), calibration=calib,
+        gen = cls(net, size=size, device=device, source=str(path), calibration=calib, output=output,
                   walk_features=int(options.get("walk_features", DEFAULT_FEATURES)))
         if options.get("blend"):
             gen.set_blend_network(options["blend"])

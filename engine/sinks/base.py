@@ -7,7 +7,8 @@ Two kinds of sink:
     asynchronously (double-buffered PBOs in engine.gl.Readback), one frame late, never stalling the loop.
 
 Pixel contract: `pixels` is a (H, W, 4) uint8 RGBA numpy array, row 0 = top of the image. It is only valid
-for the duration of the call: copy it if you keep it.
+for the duration of the call: copy it if you keep it. `t` is the frame's show time in seconds (a recording stamps
+frames with it; None when unknown).
 A sink must not block the render loop for longer than a frame: slow work (encoding, network) goes to a worker
 thread with a bounded queue that drops frames (and counts the drops) rather than stalling.
 """
@@ -46,10 +47,10 @@ class Sink(abc.ABC):
     def open(self, gl: Any, width: int, height: int, fps: float) -> None:
         """Called once at setup with the engine's GL context (engine.gl.GL). Raise SetupError on failure."""
 
-    def send_texture(self, texture: Any, frame_index: int) -> None:
+    def send_texture(self, texture: Any, frame_index: int, t: float | None = None) -> None:
         """Texture sinks: publish `texture` (moderngl.Texture, RGBA8, row 0 = top)."""
 
-    def send_pixels(self, pixels: np.ndarray, frame_index: int) -> None:
+    def send_pixels(self, pixels: np.ndarray, frame_index: int, t: float | None = None) -> None:
         """Host sinks: publish (H, W, 4) uint8 RGBA pixels, row 0 = top."""
 
     def should_close(self) -> bool:

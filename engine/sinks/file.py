@@ -1,7 +1,12 @@
 """`--sink file:PATH`: record the output.
 
   file:out.mp4 | .mov | .mkv   H.264 (libx264 through PyAV, yuv420p, CRF 18), at the run's --fps
-  file:frames/%05d.png         a lossless PNG sequence (printf-style frame number, starting at 0)
+  file:frames/%05d.png         a lossless PNG sequence (printf-style frame number, starting at 0), one file per frame
+
+A video's frames are stamped with their show time (pts = round(t x fps)), so it plays as long as the show ran even
+when the loop ran below --fps or the sink dropped frames (the previous frame holds for the gap), and a live show
+running faster than --fps keeps one frame per time slot (the others are counted as `merged`). An offline render's
+show time is index / fps: every frame gets its own slot.
 
 Encoding runs on a worker thread (engine.sinks._worker): a live show drops frames if the encoder falls behind
 (counted in the stats), an offline render waits so every frame is written.
@@ -60,6 +65,9 @@ class FileSink(Sink):
         self.count = 0
         self.failed: str | None = None  # why the recording was lost; nothing more is written once set
         self.lost = 0  # frames not in the recording: after a failure, and for a video every frame before it too
+        self.merged = 0  # frames of a show faster than --fps that fell in an already written time slot
+        self._last_pts = -1
+        self._rate = Fraction(30)
 
     def open(self, gl, width: int, height: int, fps: float) -> None:
         self.width, self.height = width, height
@@ -78,6 +86,7 @@ class FileSink(Sink):
             except Exception as e:  # av raises its own OSError subclasses
                 raise SetupError(f"file sink: cannot write {self.path}: {e}") from None
             rate = Fraction(fps).limit_denominator(1001)
+            self._rate = rate
             self.stream = self.container.add_stream("libx264", rate=rate)
             self.stream.width, self.stream.height = width, height
             self.stream.pix_fmt = "yuv420p"
@@ -85,8 +94,10 @@ class FileSink(Sink):
         # drop="newest" in a live show: a recording that falls behind loses the frames it cannot take, in order.
         self.worker = FrameWorker(self.label, self._write, depth=8, drop="newest")
 
-    def send_pixels(self, pixels: np.ndarray, frame_index: int) -> None:
+    def send_pixels(self, pixels: np.ndarray, frame_index: int, t: float | None = None) -> None:
         # The worker copies into its own recycled buffers: the readback buffer is reused two frames later.
+        if not self.sequence and t is not None:
+            frame_index = int(round(t * self._rate))  # the show-time slot: the video's pts (time base 1/rate)
         self.worker.submit(pixels, frame_index, block=not self.realtime)
 
     def _check_writable(self) -> None:
@@ -113,7 +124,13 @@ class FileSink(Sink):
             else:
                 import av
 
+                if frame_index <= self._last_pts:
+                    self.merged += 1  # this time slot has its frame (a show running faster than --fps)
+                    return
                 frame = av.VideoFrame.from_ndarray(pixels, format="rgba")
+                frame.pts = frame_index
+                frame.time_base = Fraction(1) / self._rate
+                self._last_pts = frame_index
                 for packet in self.stream.encode(frame):
                     self.container.mux(packet)
         except Exception as e:  # OSError (ENOSPC, EIO), av's errors: stop here, never write into a broken file
@@ -132,7 +149,7 @@ class FileSink(Sink):
 
     def stats(self):
         out = self.worker.stats() if self.worker is not None else super().stats()
-        out.update(written=self.count, failed=self.failed, lost=self.lost)
+        out.update(written=self.count, failed=self.failed, lost=self.lost, merged=self.merged)
         return out
 
     def close(self) -> None:

@@ -107,7 +107,7 @@ class NDISink(Sink):
         """The full name receivers list ("HOSTNAME (NAME)"), once open."""
         return self._sender.name if self._sender is not None else self.name
 
-    def send_pixels(self, pixels: np.ndarray, frame_index: int) -> None:
+    def send_pixels(self, pixels: np.ndarray, frame_index: int, t: float | None = None) -> None:
         if self._worker is None:
             return
         if pixels.shape != (self.height, self.width, 4) or pixels.dtype != np.uint8:

@@ -6,5 +6,5 @@ from engine.sinks.base import Sink
 class NullSink(Sink):
     kind = "null"
 
-    def send_texture(self, texture, frame_index: int) -> None:
+    def send_texture(self, texture, frame_index: int, t: float | None = None) -> None:
         self.frames_sent += 1

@@ -16,6 +16,11 @@ down in TouchDesigner, Resolume and OBS.
 `host_fbo`: Spout binds its own framebuffer for the blit and rebinds `host_fbo` afterwards; we pass the one
 moderngl believes is bound, so the next draw lands where the loop expects.
 
+Sender names are unique machine-wide: when a sender called NAME exists already (another engine, TouchDesigner),
+Spout renames ours (NAME_1) and receivers, frame sync and our log would disagree. So the sink picks a free name
+itself from Spout's sender list before it registers (NAME, NAME_1, NAME_2, ...) and logs the name it really
+uses. GL/DX interop readiness is only known after the first send; it is logged then.
+
 Frame sync: after each frame we call `setFrameSync(name)`, which signals receivers that wait for new frames
 (Spout's WaitFrameSync); receivers that do not wait are unaffected, and the call does not block.
 """
@@ -51,6 +56,8 @@ class SpoutSink(Sink):
         self._gl: Any = None
         self.width = self.height = 0
         self._failures = 0
+        self.requested = name
+        self._reported = False
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -69,15 +76,20 @@ class SpoutSink(Sink):
         import SpoutGL
 
         self._gl, self.width, self.height = gl, int(width), int(height)
+        taken = _sender_names(SpoutGL)
+        self.name = free_sender_name(self.requested, taken)
+        if self.name != self.requested:
+            log.warning("spout: a sender named %r exists already; sharing as %r (receivers must pick that name)",
+                        self.requested, self.name)
         try:
             sender = SpoutGL.SpoutSender()
             sender.setSenderName(self.name)
         except Exception as e:
             raise SetupError(f"spout: could not create sender {self.name!r}: {e}") from None
         self._sender = sender
-        log.info("spout: sharing %r, %dx%d (GL/DX interop: %s)", self.name, self.width, self.height, _safe(sender.isGLDXReady))
+        log.info("spout: sharing %r, %dx%d", self.name, self.width, self.height)
 
-    def send_texture(self, texture: Any, frame_index: int) -> None:
+    def send_texture(self, texture: Any, frame_index: int, t: float | None = None) -> None:
         if self._sender is None:
             return
         host_fbo = _bound_fbo(self._gl)
@@ -85,6 +97,9 @@ class SpoutSink(Sink):
         if ok:
             self.frames_sent += 1
             self._sender.setFrameSync(self.name)
+            if not self._reported:  # known only once a frame went out
+                self._reported = True
+                log.info("spout: first frame sent as %r (GL/DX interop: %s)", self.name, _safe(self._sender.isGLDXReady))
         else:
             # A failed share (device lost, receiver resized) is retried on the next frame; the loop goes on.
             self.frames_dropped += 1
@@ -99,6 +114,30 @@ class SpoutSink(Sink):
                 sender.releaseSender()
             except Exception as e:
                 log.warning("spout: releasing sender: %s", e)
+
+
+def free_sender_name(requested: str, taken: set[str]) -> str:
+    """`requested`, or the first of requested_1, requested_2, ... that no running sender uses (Spout's own scheme)."""
+    if requested not in taken:
+        return requested
+    n = 1
+    while f"{requested}_{n}" in taken:
+        n += 1
+    return f"{requested}_{n}"
+
+
+def _sender_names(spout: Any) -> set[str]:
+    """The names of the Spout senders running on this machine (SpoutGL's SpoutReceiver.getSenderList, SpoutGL
+    0.1+); empty when this SpoutGL cannot list them (then Spout's own renaming is the fallback)."""
+    try:
+        receiver = spout.SpoutReceiver()
+        try:
+            return {str(n) for n in receiver.getSenderList()}
+        finally:
+            receiver.releaseReceiver()
+    except Exception as e:
+        log.info("spout: cannot list the running senders (%s); a name clash is left to Spout", e)
+        return set()
 
 
 def _bound_fbo(gl: Any) -> int:

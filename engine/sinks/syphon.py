@@ -15,6 +15,10 @@ What a Syphon OpenGL server needs, and how this sink provides it:
   * An autorelease pool per frame: without NSApplication nobody drains autoreleased Objective-C objects, and
     publishing creates some every frame; a show that runs for hours would grow without it.
 
+Flush before publishing: Syphon copies the texture on its own (the server's) command stream; without a glFlush the
+draws that made this frame may not have been submitted yet, and clients get partial frames (Syphon-Framework#81).
+`send_texture` calls glFlush (PyOpenGL) first; a flush does not wait for the GPU.
+
 Orientation: Syphon frames follow GL convention (row 0 = bottom). Our textures hold row 0 = top (engine.gl), so
 we publish with is_flipped=True and Syphon flips while copying into its IOSurface: clients see it upright.
 """
@@ -105,16 +109,20 @@ class SyphonSink(Sink):
             self._server = syphon.SyphonOpenGLServer(self.name, cgl_context_obj=ns_ctx.CGLContextObj())
         except Exception as e:
             raise SetupError(f"syphon: could not create server {self.name!r}: {e}") from None
+        from OpenGL.GL import glFlush  # PyOpenGL: syphon-python's OpenGL server needs it anyway
+
         self._objc = objc
+        self._gl_flush = glFlush
         self._runloop = Foundation.NSRunLoop.currentRunLoop()
         self._mode = Foundation.NSDefaultRunLoopMode
         self._past = Foundation.NSDate.distantPast()
         log.info("syphon: publishing %r, %dx%d", self.name, self.width, self.height)
 
-    def send_texture(self, texture: Any, frame_index: int) -> None:
+    def send_texture(self, texture: Any, frame_index: int, t: float | None = None) -> None:
         if self._server is None:
             return
         with self._objc.autorelease_pool():
+            self._gl_flush()  # submit this frame's draws before Syphon copies the texture (Syphon-Framework#81)
             # size given explicitly: without it syphon-python queries the texture through PyOpenGL every frame.
             self._server.publish_frame_texture(texture.glo, size=(texture.width, texture.height), is_flipped=True)
             self.frames_sent += 1

@@ -108,7 +108,7 @@ class V4L2Sink(Sink):
         self._worker = FrameWorker(self.label, self._send, depth=self.QUEUE_DEPTH, drop="oldest")
         log.info("v4l2: virtual camera on %s, %dx%d @ %s fps", cam.device, self.width, self.height, fps)
 
-    def send_pixels(self, pixels: np.ndarray, frame_index: int) -> None:
+    def send_pixels(self, pixels: np.ndarray, frame_index: int, t: float | None = None) -> None:
         if self._worker is None:
             return
         # The loop sets `realtime` (False only for offline renders, where waiting beats dropping).

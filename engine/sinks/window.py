@@ -92,7 +92,7 @@ class WindowSink(Sink):
         folder = shader_dir()
         self.program = ShaderProgram(gl, folder / "fullscreen.vert", folder / "present.frag")
 
-    def send_texture(self, texture, frame_index: int) -> None:
+    def send_texture(self, texture, frame_index: int, t: float | None = None) -> None:
         import glfw
 
         fb_w, fb_h = glfw.get_framebuffer_size(self.window)
@@ -107,7 +107,7 @@ class WindowSink(Sink):
             self.gl.ctx.clear(0.0, 0.0, 0.0, 1.0)
             screen.viewport = ((fb_w - vw) // 2, (fb_h - vh) // 2, vw, vh)
             self.program.maybe_reload()
-            self.program.draw(screen, {"src": texture}, flip_y=True)
+            self.program.draw(screen, {"src": texture}, flip_y=True, gain=1.0)  # the output has the master fader already
             glfw.swap_buffers(self.window)
         glfw.poll_events()
         self.frames_sent += 1

@@ -12,8 +12,8 @@
   "rect": [
    100.0,
    100.0,
-   860.0,
-   640.0
+   1400.0,
+   1300.0
   ],
   "bglocked": 0,
   "openinpresentation": 0,
@@ -66,7 +66,7 @@
      "numoutlets": 0,
      "patching_rect": [
       20.0,
-      420.0,
+      1090.0,
       150.0,
       22.0
      ],
@@ -233,7 +233,7 @@
       110.0,
       20.0
      ],
-     "text": "seed"
+     "text": "StyleGAN seed"
     }
    },
    {
@@ -700,7 +700,7 @@
      "numoutlets": 0,
      "patching_rect": [
       20.0,
-      470.0,
+      1120.0,
       700.0,
       20.0
      ],
@@ -715,7 +715,7 @@
      "numoutlets": 1,
      "patching_rect": [
       20.0,
-      494.0,
+      1144.0,
       120.0,
       22.0
      ],
@@ -733,7 +733,7 @@
      "numoutlets": 5,
      "patching_rect": [
       20.0,
-      530.0,
+      1180.0,
       420.0,
       22.0
      ],
@@ -755,7 +755,7 @@
      "numoutlets": 0,
      "patching_rect": [
       20.0,
-      560.0,
+      1210.0,
       120.0,
       20.0
      ],
@@ -770,7 +770,7 @@
      "numoutlets": 2,
      "patching_rect": [
       20.0,
-      582.0,
+      1232.0,
       80.0,
       22.0
      ],
@@ -790,7 +790,7 @@
      "numoutlets": 0,
      "patching_rect": [
       150.0,
-      560.0,
+      1210.0,
       120.0,
       20.0
      ],
@@ -805,7 +805,7 @@
      "numoutlets": 2,
      "patching_rect": [
       150.0,
-      582.0,
+      1232.0,
       80.0,
       22.0
      ],
@@ -825,7 +825,7 @@
      "numoutlets": 0,
      "patching_rect": [
       280.0,
-      560.0,
+      1210.0,
       120.0,
       20.0
      ],
@@ -840,7 +840,7 @@
      "numoutlets": 2,
      "patching_rect": [
       280.0,
-      582.0,
+      1232.0,
       80.0,
       22.0
      ],
@@ -860,7 +860,7 @@
      "numoutlets": 0,
      "patching_rect": [
       420.0,
-      582.0,
+      1232.0,
       100.0,
       22.0
      ],
@@ -875,7 +875,7 @@
      "numoutlets": 0,
      "patching_rect": [
       540.0,
-      582.0,
+      1232.0,
       80.0,
       22.0
      ],
@@ -894,7 +894,7 @@
       230.0,
       48.0
      ],
-     "text": "z (seed 002's /z): bang for a new random z, 512 values in one message; 'clear' goes back to the seed"
+     "text": "z (seed 002's /z): bang for a new random z, 512 Gaussian values (Box-Muller) in one message; 'clear' goes back to the seed"
     }
    },
    {
@@ -905,9 +905,9 @@
      "numoutlets": 1,
      "patching_rect": [
       830.0,
-      116.0,
-      24.0,
-      24.0
+      112.0,
+      20.0,
+      20.0
      ],
      "outlettype": [
       "bang"
@@ -922,7 +922,7 @@
      "numoutlets": 3,
      "patching_rect": [
       830.0,
-      148.0,
+      136.0,
       60.0,
       22.0
      ],
@@ -956,18 +956,18 @@
     "box": {
      "id": "obj-53",
      "maxclass": "newobj",
-     "numinlets": 1,
+     "numinlets": 2,
      "numoutlets": 1,
      "patching_rect": [
       830.0,
       208.0,
-      150.0,
+      330.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "expr ($i1 - 5000) / 2000."
+     "text": "expr sqrt(-2. * log(($i1 + 0.5) / 10000.)) * cos(6.2831853 * $i2 / 10000.)"
     }
    },
    {
@@ -979,14 +979,14 @@
      "patching_rect": [
       830.0,
       238.0,
-      80.0,
+      110.0,
       22.0
      ],
      "outlettype": [
       "",
       ""
      ],
-     "text": "zl group 512"
+     "text": "zl 512 group 512"
     }
    },
    {
@@ -1144,6 +1144,642 @@
       ""
      ],
      "text": "prepend /engine/diffusion/prompt_index"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-64",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      830.0,
+      160.0,
+      40.0,
+      22.0
+     ],
+     "outlettype": [
+      "bang",
+      "bang"
+     ],
+     "text": "t b b"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-65",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      925.0,
+      178.0,
+      85.0,
+      22.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "text": "random 10000"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-66",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      20.0,
+      640.0,
+      900.0,
+      20.0
+     ],
+     "text": "Diffusion: type a prompt and press Enter; guidance (<= 1 is off, right for sd-turbo); the diffusion seed (the StyleGAN seed slider does not drive it)."
+    }
+   },
+   {
+    "box": {
+     "id": "obj-67",
+     "maxclass": "textedit",
+     "numinlets": 1,
+     "numoutlets": 4,
+     "patching_rect": [
+      20.0,
+      664.0,
+      400.0,
+      40.0
+     ],
+     "outlettype": [
+      "",
+      "int",
+      "",
+      ""
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-68",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "patching_rect": [
+      20.0,
+      710.0,
+      70.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      ""
+     ],
+     "text": "route text"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-69",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      100.0,
+      710.0,
+      60.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "tosymbol"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-70",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      20.0,
+      740.0,
+      200.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/diffusion/prompt"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-71",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      440.0,
+      664.0,
+      100.0,
+      20.0
+     ],
+     "text": "guidance"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-72",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      440.0,
+      686.0,
+      60.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "parameter_enable": 0,
+     "minimum": 0.0,
+     "maximum": 20.0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-73",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      440.0,
+      740.0,
+      200.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/diffusion/guidance"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-74",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      660.0,
+      664.0,
+      120.0,
+      20.0
+     ],
+     "text": "diffusion seed"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-75",
+     "maxclass": "number",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      660.0,
+      686.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "parameter_enable": 0,
+     "minimum": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-76",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      660.0,
+      740.0,
+      180.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/diffusion/seed"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-77",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      20.0,
+      790.0,
+      900.0,
+      20.0
+     ],
+     "text": "Show: freeze holds the frame (the generator stops, sinks keep sending); blackout fades over output.fade_seconds; opacity is a master; fps paces the show; fit frames StyleGAN's square in the output."
+    }
+   },
+   {
+    "box": {
+     "id": "obj-78",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      20.0,
+      814.0,
+      90.0,
+      20.0
+     ],
+     "text": "freeze"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-79",
+     "maxclass": "toggle",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      20.0,
+      836.0,
+      24.0,
+      24.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-80",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      20.0,
+      890.0,
+      200.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/output/freeze"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-81",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      240.0,
+      814.0,
+      90.0,
+      20.0
+     ],
+     "text": "blackout"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-82",
+     "maxclass": "toggle",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      836.0,
+      24.0,
+      24.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-83",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      890.0,
+      200.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/output/blackout"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-84",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      460.0,
+      814.0,
+      90.0,
+      20.0
+     ],
+     "text": "opacity"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-85",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      460.0,
+      836.0,
+      60.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "parameter_enable": 0,
+     "minimum": 0.0,
+     "maximum": 1.0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-86",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      460.0,
+      890.0,
+      190.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/output/opacity"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-87",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      670.0,
+      814.0,
+      90.0,
+      20.0
+     ],
+     "text": "fps"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-88",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      670.0,
+      836.0,
+      60.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "parameter_enable": 0,
+     "minimum": 0.0,
+     "maximum": 240.0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-89",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      670.0,
+      890.0,
+      170.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/output/fps"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-90",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      880.0,
+      836.0,
+      170.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/engine/output/fit cover"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-91",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1060.0,
+      836.0,
+      170.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/engine/output/fit contain"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-92",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1240.0,
+      836.0,
+      170.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/engine/output/fit stretch"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-93",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      20.0,
+      940.0,
+      900.0,
+      20.0
+     ],
+     "text": "Network swap (seed 003's load button): pick a .pkl/.pt/.safetensors; it loads while the show goes on and crossfades over stylegan.swap_seconds. Set list: a folder (send its path to /engine/stylegan/set_list) and an index."
+    }
+   },
+   {
+    "box": {
+     "id": "obj-94",
+     "maxclass": "button",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      20.0,
+      968.0,
+      24.0,
+      24.0
+     ],
+     "outlettype": [
+      "bang"
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-95",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      20.0,
+      1000.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "text": "opendialog"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-96",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      20.0,
+      1040.0,
+      210.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/stylegan/network"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-97",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      260.0,
+      968.0,
+      120.0,
+      20.0
+     ],
+     "text": "set list entry"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-98",
+     "maxclass": "number",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      260.0,
+      1000.0,
+      60.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "parameter_enable": 0,
+     "minimum": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-99",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      260.0,
+      1040.0,
+      230.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /engine/stylegan/network_index"
     }
    }
   ],
@@ -1547,42 +2183,6 @@
    {
     "patchline": {
      "source": [
-      "obj-51",
-      0
-     ],
-     "destination": [
-      "obj-52",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-52",
-      0
-     ],
-     "destination": [
-      "obj-53",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-53",
-      0
-     ],
-     "destination": [
-      "obj-54",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-54",
       0
      ],
@@ -1668,6 +2268,366 @@
     "patchline": {
      "source": [
       "obj-63",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-51",
+      0
+     ],
+     "destination": [
+      "obj-64",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-64",
+      1
+     ],
+     "destination": [
+      "obj-65",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-65",
+      0
+     ],
+     "destination": [
+      "obj-53",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-64",
+      0
+     ],
+     "destination": [
+      "obj-52",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-52",
+      0
+     ],
+     "destination": [
+      "obj-53",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-53",
+      0
+     ],
+     "destination": [
+      "obj-54",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-67",
+      0
+     ],
+     "destination": [
+      "obj-68",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-68",
+      0
+     ],
+     "destination": [
+      "obj-69",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-69",
+      0
+     ],
+     "destination": [
+      "obj-70",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-70",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-72",
+      0
+     ],
+     "destination": [
+      "obj-73",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-73",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-75",
+      0
+     ],
+     "destination": [
+      "obj-76",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-76",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-79",
+      0
+     ],
+     "destination": [
+      "obj-80",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-80",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-82",
+      0
+     ],
+     "destination": [
+      "obj-83",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-83",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-85",
+      0
+     ],
+     "destination": [
+      "obj-86",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-86",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-88",
+      0
+     ],
+     "destination": [
+      "obj-89",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-89",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-90",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-91",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-92",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-94",
+      0
+     ],
+     "destination": [
+      "obj-95",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-95",
+      0
+     ],
+     "destination": [
+      "obj-96",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-96",
+      0
+     ],
+     "destination": [
+      "obj-3",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-98",
+      0
+     ],
+     "destination": [
+      "obj-99",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-99",
       0
      ],
      "destination": [
