@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import diffusers  # noqa: F401  (loaded at collection, before any GL context: Triton's LLVM after Mesa's crashes)
 import numpy as np
 import pytest
 import torch
@@ -59,12 +60,13 @@ class Probe(Controller):
 
 
 class Show:
-    def __init__(self, fps=10.0, size=64, **run):
+    def __init__(self, fps=10.0, size=64, spec="stylegan2", **run):
         self.store = ParamStore()
         self.osc = OscServer("127.0.0.1", 0)
         ref: list = []
         self.probe = Probe(ref)
-        gen = Counting(create_generator("stylegan2", size=size, device=CPU, options=dict(TINY)))
+        options = dict(TINY) if spec == "stylegan2" else {}
+        gen = Counting(create_generator(spec, size=size, device=CPU, options=options))
         self.gen = gen
         opts = RunOptions(size=run.pop("output", None), sinks=["null"], fps=fps, clock="wall", quiet=True, **run)
         self.engine = Engine(opts, self.store, [self.osc, self.probe], generator=gen)
@@ -243,3 +245,24 @@ def test_set_list_swaps_by_index_and_the_wrong_family_is_refused(show, tmp_path)
     assert "the show runs a stylegan generator" in s.engine.swap.last_error
     t = time.monotonic()
     assert s.wait(lambda: len(s.frames_after(t)) >= 2)  # still rendering
+
+
+def test_diffusion_model_swap_over_udp(show, tmp_path):
+    from tiny_diffusion import save_tiny_model
+
+    a = save_tiny_model(tmp_path / "a")
+    b = save_tiny_model(tmp_path / "b", seed=1)
+    s = show(fps=8.0, spec=f"diffusion:{a}")
+    s.send("/engine/diffusion/swap_seconds", 0.5)
+    assert s.wait(lambda: len(s.probe.snapshot()) >= 3)
+    first = s.probe.snapshot()[-1][3]
+    t0 = time.monotonic()
+    s.send("/engine/diffusion/model", str(b))
+    assert s.wait(lambda: s.engine.swap.swaps == 1, timeout=60), s.engine.swap.stats()
+    assert s.probe.snapshot()[-1][3] != first
+    assert max(_gaps(s.frames_after(t0))) <= 2.0 / 8.0 + 0.05, _gaps(s.frames_after(t0))
+    s.send("/engine/diffusion/model", str(tmp_path / "nowhere"))
+    assert s.wait(lambda: s.engine.swap.failures == 1)
+    s.send("/engine/stylegan/network", str(tmp_path / "x.pkl"))
+    assert s.wait(lambda: s.engine.swap.failures == 2)
+    assert "the show runs a diffusion generator" in s.engine.swap.last_error
