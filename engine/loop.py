@@ -95,6 +95,7 @@ class Engine:
         self._log_limited = LogLimiter(log, interval=2.0)
         self.fader = MasterFader()
         self.swap = None  # engine.swap.NetworkSwap, made at setup
+        self.overlay = None  # engine.overlay.Overlay, made at setup
         self._paused = 0.0  # show seconds spent frozen: the generator's clock is show time minus this
         self._gen_last_t = 0.0
         self._show_times: dict[int, float] = {}  # frame index -> show time, for host sinks (read back a frame late)
@@ -150,6 +151,9 @@ class Engine:
         else:
             self.gl = GL.headless(self._egl_device_index())
         self.pipeline = Pipeline(self.gl, w, h, frame_size=(g.width, g.height))
+        from engine.overlay import Overlay
+
+        self.overlay = Overlay(self.gl, w, h)  # the temperature panel (overlay.enabled), allocated whether on or not
 
         self.uploader, upload_reason = self._select_uploader()
         if upload_reason:
@@ -326,6 +330,7 @@ class Engine:
             c.before_frame(self.store, when)
         snap = self.store.snapshot()
         pipe.reload_changed()
+        self.overlay.reload_changed()
         out_params = snap.output
         gain = self.fader.update(when.t, out_params.blackout, out_params.fade_seconds, out_params.opacity)
         self.swap.poll(snap)
@@ -342,6 +347,10 @@ class Engine:
             self._gen_last_t = gen_t
             self.swap.ready(gen_t)
             out = self._render(snap, gen_when, gain)
+        self.overlay.update(self._temperature(), when.t, snap.overlay.seconds)
+        if snap.overlay.enabled:
+            with stats.stage("shaders"):
+                self.overlay.draw(pipe.output.fbo, snap.overlay, gain)
         with stats.stage("sinks"):
             for sink in self.sinks:
                 if not sink.needs_host:
@@ -388,6 +397,14 @@ class Engine:
         with stats.stage("shaders"):
             feedback_input = g.wants_source and source is not None and self._source_mode(snap) == "feedback"
             return pipe.render(snap.fx, when.t, perturb_frame=not feedback_input, out=snap.output, gain=gain)
+
+    def _temperature(self) -> float | None:
+        """This frame's temperature: the sample a controller latched for it (the thermal sampler, or a replay)."""
+        for c in self.controllers:
+            value = getattr(getattr(c, "current", None), "temperature", None)
+            if value is not None:
+                return float(value)
+        return None
 
     def _adopt(self, new: Generator) -> None:
         """The swap's new generator takes over (render thread, between frames of the crossfade)."""
@@ -468,6 +485,8 @@ class Engine:
             attempt("uploader", self.uploader.close)
         if self.readback is not None:
             attempt("readback", self.readback.release)
+        if self.overlay is not None:
+            attempt("overlay", self.overlay.release)
         if self.pipeline is not None:
             attempt("pipeline", self.pipeline.release)
         if self.swap is not None:

@@ -166,6 +166,30 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Map:
+    """The temperature mapping's master switch (seed 000's temperature/camera mode switch: one address)."""
+
+    enabled: bool = param(True, "1: the --map file drives its parameters (temperature maps and LFOs); 0: they hold where they are and are the performer's. Re-enabled, each glides from where it is to its mapped value over glide_seconds.")
+    glide_seconds: float = param(2.0, "How long the glide back to the mapped values takes when map.enabled returns to 1 (a one-pole glide that is ~95% there after this long); 0 = jump.", lo=0.0, hi=600.0)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """The temperature drawn into the picture (seed 000): the live value as a number and a rolling graph of the last
+    `seconds`, colour-mapped from cool to hot, drawn over the output after the effects (shaders/overlay.frag)."""
+
+    enabled: bool = param(False, "Draw the overlay. Off, the output is bit-identical to an engine without one.")
+    x: float = param(0.03, "Left edge of the overlay panel, in output widths from the left.", lo=0.0, hi=1.0)
+    y: float = param(0.03, "Top edge of the panel, in output heights from the top.", lo=0.0, hi=1.0)
+    width: float = param(0.4, "Panel width, in output widths.", lo=0.02, hi=1.0)
+    height: float = param(0.22, "Panel height, in output heights (the number takes the top 40%, the graph the rest).", lo=0.02, hi=1.0)
+    opacity: float = param(0.85, "How strongly the panel covers the picture (0 = invisible, 1 = opaque).", lo=0.0, hi=1.0)
+    seconds: float = param(60.0, "How many seconds of temperature history the graph shows.", lo=1.0, hi=3600.0)
+    lo: float = param(30.0, "Temperature (degrees C) at the graph's bottom and the cool end of the colours.", lo=-50.0, hi=200.0)
+    hi: float = param(90.0, "Temperature at the graph's top and the hot end of the colours.", lo=-50.0, hi=200.0)
+
+
+@dataclass(frozen=True)
 class Params:
     """All live parameters, grouped. Access: snap.latent.psi, snap.fx.feedback."""
 
@@ -175,6 +199,8 @@ class Params:
     diffusion: Diffusion = field(default_factory=Diffusion)
     source: Source = field(default_factory=Source)
     output: Output = field(default_factory=Output)
+    map: Map = field(default_factory=Map)
+    overlay: Overlay = field(default_factory=Overlay)
 
 
 # ----------------------------------------------------------------------------------------------------------------

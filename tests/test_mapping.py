@@ -388,3 +388,34 @@ def test_the_shipped_examples_are_valid_and_drive_their_parameters(tmp_path):
             assert loop.store.get(path) == pytest.approx(hot, rel=1e-3)
         finally:
             loop.close()
+
+
+def test_master_switch_holds_then_glides_back_over_udp(tmp_path):
+    """Issue 16: /engine/map/enabled 0 stops the whole mapping (the values hold, the performer may move them);
+    1 hands everything back, overrides included, gliding from where each value is over map.glide_seconds."""
+    loop, server, m, heat, c = osc_loop(tmp_path, PSI.replace("smoothing = 1.0", "smoothing = 0.0")
+                                        + '\n[[lfo]]\nparam = "latent.speed"\nperiod = 1.0\ndepth = 0.1\n')
+    try:
+        loop.frame()
+        assert loop.store.get("latent.psi") == 0.5
+        c.send_message("/engine/map/glide_seconds", 1.0)
+        c.send_message("/engine/map/enabled", 0)
+        assert loop.until(lambda: m.stats()["enabled"] is False)
+        held_speed = loop.store.get("latent.speed")
+        heat.set(85.0)  # the mapping would say 1.5 now
+        for _ in range(20):
+            loop.frame()
+        assert loop.store.get("latent.psi") == 0.5 and loop.store.get("latent.speed") == held_speed  # held: no LFO
+        c.send_message("/engine/latent/psi", 0.8)  # the performer's
+        assert loop.until(lambda: abs(loop.store.get("latent.psi") - 0.8) < 1e-6)
+        c.send_message("/engine/map/enabled", 1)
+        assert loop.until(lambda: m.stats()["enabled"] is True)
+        start = loop.index
+        seen = [loop.frame().latent.psi for _ in range(40)]  # 40 frames at 30 fps: the glide (1 s) and after
+        # From 0.8 towards the mapped 1.5 without a jump: monotonic, small steps, there after glide_seconds.
+        assert seen[0] < 1.0 and all(b >= a - 1e-9 for a, b in zip(seen, seen[1:]))
+        assert max(b - a for a, b in zip(seen, seen[1:])) < 0.06
+        assert seen[-1] == pytest.approx(1.5) and loop.index - start == 40
+        assert m.stats()["overridden"] == [] and m.stats()["switches"] == 2
+    finally:
+        loop.close()

@@ -53,7 +53,7 @@ from engine.clock import FrameTime
 from engine.control import Controller
 from engine.control.thermal import FIELDS
 from engine.errors import UsageError
-from engine.params import ParamError, ParamSpec, ParamStore, round_half_up, spec_for
+from engine.params import ParamError, ParamSpec, ParamStore, get_value, round_half_up, spec_for
 from engine.paths import user_path
 
 log = logging.getLogger("engine.control.mapping")
@@ -376,6 +376,11 @@ class MappingEngine(Controller):
         self.reload_errors = 0
         self.last_error: str | None = None
         self.frames_written = 0
+        # map.enabled (the master switch): off, nothing is written; back on, each value glides from where it was.
+        self._enabled = True
+        self._glide: dict[str, float] = {}  # path -> value when the mapping came back on
+        self._glide_t0 = 0.0
+        self.switches = 0
 
     @property
     def mapping(self) -> MappingSet:
@@ -508,6 +513,27 @@ class MappingEngine(Controller):
                         st.overridden = False
                         st.smooth = st.external  # glide back from the value the performer left it at
 
+    def _switch(self, snap, when: FrameTime) -> bool:
+        """Follow map.enabled. Returns whether the mapping writes this frame."""
+        enabled = snap.map.enabled
+        if enabled == self._enabled:
+            return enabled
+        self._enabled = enabled
+        self.switches += 1
+        current = {path: float(get_value(snap, path)) for path in self._state}
+        if not enabled:  # hold: each parameter stays where the mapping left it and is the performer's from here
+            for path, st in self._state.items():
+                st.external = current[path]
+            self._glide.clear()
+            log.info("mapping: off (map.enabled 0); mapped parameters hold their values")
+        else:  # everything back to the mapping, performer overrides included, without a jump
+            for st in self._state.values():
+                st.overridden = False
+            self._glide = current
+            self._glide_t0 = when.t
+            log.info("mapping: on again; gliding back over %.1f s", snap.map.glide_seconds)
+        return enabled
+
     def before_frame(self, store: ParamStore, when: FrameTime) -> None:
         ms = self._active
         values: dict[str, Any] = {}
@@ -516,6 +542,17 @@ class MappingEngine(Controller):
         self._drain()
         sample = getattr(self.feed, "current", None) if self.feed is not None else None
         snap = store.snapshot()
+        if not self._switch(snap, when):
+            if values:
+                self._write(store, values)
+            return
+        glide = None
+        if self._glide:
+            span = snap.map.glide_seconds
+            u = 1.0 if span <= 0 else min(1.0, max(0.0, (when.t - self._glide_t0) / span))
+            glide = u * u * (3.0 - 2.0 * u)  # smoothstep: leaves and arrives without a jump in speed
+            if u >= 1.0:
+                self._glide.clear()
         for path, (rule, lfos) in ms.targets.items():
             st = self._state[path]
             base = None
@@ -532,22 +569,29 @@ class MappingEngine(Controller):
             for l in lfos:
                 v += l.value(when.t)
             spec = rule.spec if rule is not None else lfos[0].spec
+            if glide is not None and path in self._glide:
+                start = self._glide[path]
+                v = start + (v - start) * glide
             v = _fit(spec, v)
             if v != getattr(getattr(snap, spec.group), spec.name):
                 values[path] = v
         if values:
-            self._writing = threading.get_ident()
-            try:
-                store.update(values)
-                self.frames_written += 1
-            finally:
-                self._writing = None
+            self._write(store, values)
+
+    def _write(self, store: ParamStore, values: dict[str, Any]) -> None:
+        self._writing = threading.get_ident()
+        try:
+            store.update(values)
+            self.frames_written += 1
+        finally:
+            self._writing = None
 
     def stats(self) -> dict[str, Any]:
         m = self._active
         return {"file": str(self.path), "maps": len(m.maps), "lfos": len(m.lfos), "reloads": self.reloads,
                 "reload_errors": self.reload_errors, "last_error": self.last_error,
-                "overridden": sorted(p for p, s in self._state.items() if s.overridden), "frames_written": self.frames_written}
+                "overridden": sorted(p for p, s in self._state.items() if s.overridden), "frames_written": self.frames_written,
+                "enabled": self._enabled, "switches": self.switches}
 
 
 def _fit(spec: ParamSpec, v: float) -> float | int:
