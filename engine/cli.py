@@ -3,6 +3,7 @@
     engine run   [--generator stylegan2|PATH|diffusion:MODEL] [--size WxH|N] [--seed N] [--psi F]
                  [--frames N | --seconds S] [--sink SPEC]... [--config FILE.toml] [--device auto|cpu|cuda] ...
     engine info  [--params] [--generator SPEC [--size WxH]] [--json]
+    engine voice [--port 9000] [--reply HOST:PORT] [--backend auto|espeak|parler] [--out DIR]
     engine --help
 
 Exit codes: 0 done, 2 bad input or a machine that cannot do what was asked (one line on stderr saying what
@@ -140,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "for it, cached by weights, shapes, precision, versions and GPU; engine run "
                                     "--backend tensorrt loads them.")
     add_trt_arguments(tr)
+
+    # `engine voice` (engine.voice.cmd_voice): a process of its own; speech never runs in the renderer.
+    from engine.voice import add_voice_arguments
+
+    vo = sub.add_parser("voice", help="the work speaks: OSC in, Parler-TTS or espeak-ng out (seed 000)",
+                        description="Listen on OSC (/voice/say, /voice/describe, /voice/stop, /voice/event from engine run "
+                                    "--voice) and speak the lines with Parler-TTS or espeak-ng, to an audio device and/or "
+                                    "WAV files; reply /voice/started and /voice/done.")
+    add_voice_arguments(vo)
     return parser
 
 
@@ -317,6 +327,10 @@ def _extra_command(name: str):
         from engine.trt_build.cli import cmd_trt
 
         return cmd_trt
+    if name == "voice":
+        from engine.voice import cmd_voice
+
+        return cmd_voice
     raise UsageError(f"unknown command {name!r}; see `engine --help`")
 
 

@@ -65,6 +65,10 @@ CONTROL_DEFAULTS: dict[str, Any] = {
     "replay": None,
     "preset_dir": None,
     "target_fps": None,
+    "voice": None,
+    "voice_bands": None,
+    "voice_gap": 4.0,
+    "voice_every": 0.0,
 }
 
 
@@ -92,6 +96,15 @@ def add_cli_arguments(parser) -> None:
     g.add_argument("--replay", default=S, metavar="FILE.jsonl", help="replay a --record file frame for frame")
     g.add_argument("--preset-dir", default=S, metavar="DIR",
                    help="folder of /engine/preset/save|load NAME (default ~/.config/engine/presets)")
+    g.add_argument("--voice", default=S, metavar="HOST:PORT",
+                   help="send spoken-word events (temperature bands, prompt, seed, mode, network changes) to `engine voice` "
+                        "listening there, e.g. 127.0.0.1:9000 (default: off)")
+    g.add_argument("--voice-bands", default=S, metavar="T,T,...",
+                   help="temperature band edges for the voice's temperature_band event (default 40,50,60,70,80,90)")
+    g.add_argument("--voice-gap", type=float, default=S, metavar="S",
+                   help="at most one voice event every S seconds; events inside the gap are coalesced (default 4)")
+    g.add_argument("--voice-every", type=float, default=S, metavar="S",
+                   help="also send a tick event every S seconds (default 0: off)")
     g.add_argument("--target-fps", type=float, default=S, metavar="FPS",
                    help="thermal governor: lower live cost (diffusion: steps, then the similarity filter) when the frame rate "
                         "falls below FPS, raise it back when there is headroom: diffusion steps and similarity filter, StyleGAN2 render scale (default: off; StyleGAN3 has no live cost knob)")
@@ -122,6 +135,7 @@ def build_controllers(args: Any) -> list[Controller]:
         thermal sampler (latches this frame's sample) -> OSC server (applies accepted values)
         -> replayer -> mapping engine (mapped values, LFOs) -> prompt list (diffusion.prompt_list)
         -> governor (--target-fps: caps cost) -> recorder (records the final diff) -> telemetry (after_frame only)
+        -> voice events (--voice, after_frame only)
 
     `args`: the argparse namespace (or a dict) with the flags of add_cli_arguments. Raises UsageError or
     SetupError with one line. Sockets are bound here, so a busy port fails before any model loads.
@@ -152,14 +166,17 @@ def build_controllers(args: Any) -> list[Controller]:
             create_source,
         )
 
-        replayer = thermal = osc = mapping = governor = recorder = telemetry = None
+        replayer = thermal = osc = mapping = governor = recorder = telemetry = voice = None
         if o["replay"]:
             from engine.control.record import Replayer
 
             replayer = Replayer(o["replay"])
             made.append(replayer)
-        elif "thermal" in explicit or o["map"] or o["osc_out"] or o["record"]:
-            thermal = ThermalSampler(create_source(str(o["thermal"])))
+        else:
+            # Also when nothing asks for it: the overlay (overlay.enabled, live) draws the temperature. Without a sensor
+            # that is an info line, not a warning: only an explicit --thermal or a consumer makes it a warning.
+            wanted = "thermal" in explicit or o["map"] or o["osc_out"] or o["record"] or o["voice"]
+            thermal = ThermalSampler(create_source(str(o["thermal"]), quiet=not wanted))
             made.append(thermal)
 
         if port != 0:
@@ -211,13 +228,24 @@ def build_controllers(args: Any) -> list[Controller]:
                     if addr[1] == osc.port and (addr[0] in ("127.0.0.1", "::1", osc.host) or osc.host in ("0.0.0.0", "::")):
                         raise UsageError(f"--osc-out {addr[0]}:{addr[1]} is the engine's own OSC port: telemetry would set the parameters it reports")
 
+        if o["voice"]:
+            from engine.control.voice_out import VoiceEmitter, parse_bands
+
+            try:
+                gap, every = float(o["voice_gap"]), float(o["voice_every"])
+            except (TypeError, ValueError):
+                raise UsageError(f"--voice-gap and --voice-every must be numbers (got {o['voice_gap']!r}, {o['voice_every']!r})") from None
+            voice = VoiceEmitter(str(o["voice"]), bands=parse_bands(o["voice_bands"]), gap=gap, every=every,
+                                 thermal=thermal or replayer, governor=governor)
+            made.append(voice)
+
         if osc is not None:
             if mapping is not None:
                 osc.on_release = mapping.release
                 osc.preset_view = mapping.preset_view
             if recorder is not None:
                 osc.on_applied = recorder.record_osc
-        return [c for c in (thermal, osc, replayer, mapping, prompts, governor, recorder, telemetry) if c is not None]
+        return [c for c in (thermal, osc, replayer, mapping, prompts, governor, recorder, telemetry, voice) if c is not None]
     except BaseException:
         for c in reversed(made):  # release sockets, NVML and files of the controllers already made
             try:

@@ -43,15 +43,15 @@ GPU_ADDRESSES = {
 }
 
 
-def parse_destination(text: str) -> tuple[str, int]:
-    """"HOST:PORT" or "[v6addr]:PORT" -> (host, port). Raises UsageError."""
+def parse_destination(text: str, what: str = "--osc-out") -> tuple[str, int]:
+    """"HOST:PORT" or "[v6addr]:PORT" -> (host, port). Raises UsageError naming `what`."""
     t = str(text).strip()
     if t.startswith("["):
         host, sep, port = t[1:].partition("]:")
     else:
         host, sep, port = t.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise UsageError(f"--osc-out {text}: expected HOST:PORT, e.g. 127.0.0.1:7001")
+        raise UsageError(f"{what} {text}: expected HOST:PORT, e.g. 127.0.0.1:7001")
     return host, int(port)
 
 

@@ -339,8 +339,9 @@ class SyntheticSource(Source):
 THERMAL_KINDS = ("auto", "nvml", "sysfs", "osc", "synthetic")
 
 
-def create_source(spec: str, *, sysfs_root: str = THERMAL_ROOT) -> Source:
-    """Build the source for a `--thermal` spec. Raises UsageError (bad spec) or SetupError (unavailable)."""
+def create_source(spec: str, *, sysfs_root: str = THERMAL_ROOT, quiet: bool = False) -> Source:
+    """Build the source for a `--thermal` spec. Raises UsageError (bad spec) or SetupError (unavailable).
+    quiet: `auto` chosen by the engine rather than asked for (the overlay's input): no sensor is an info line."""
     kind, _, arg = (spec or "auto").strip().partition(":")
     if kind not in THERMAL_KINDS:
         raise UsageError(f"--thermal {spec}: unknown source {kind!r}; use auto, nvml[:INDEX], sysfs[:ZONE], osc or synthetic[:SPEC]")
@@ -364,8 +365,9 @@ def create_source(spec: str, *, sysfs_root: str = THERMAL_ROOT) -> Source:
             return make()
         except SetupError as e:
             reasons.append(str(e).replace("--thermal ", ""))
-    log.warning("no temperature sensor found (%s); temperature comes from OSC /engine/input/temperature "
-                "(or pick --thermal synthetic for a rehearsal)", "; ".join(reasons))
+    log.log(logging.INFO if quiet else logging.WARNING,
+            "no temperature sensor found (%s); temperature comes from OSC /engine/input/temperature "
+            "(or pick --thermal synthetic for a rehearsal)", "; ".join(reasons))
     return OscTemperatureSource()
 
 
