@@ -168,7 +168,7 @@ def test_cli_wiring_refuses_a_mapping_that_drives_the_same_parameter(tmp_path):
     with pytest.raises(UsageError, match="between 0 and 10000"):
         build_controllers({"osc_port": 0, "target_fps": -5.0})
     made = build_controllers({"osc_port": 0, "target_fps": 30.0})
-    assert [type(c).__name__ for c in made] == ["PromptList", "Governor"]
+    assert [type(c).__name__ for c in made] == ["ThermalSampler", "PromptList", "Governor"]  # the sampler feeds the overlay
 
 
 # ---- the real loop with a tiny diffusion model --------------------------------------------------------------------

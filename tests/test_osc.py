@@ -522,7 +522,7 @@ def test_default_port_busy_runs_without_osc_but_a_named_port_must_be_free():
         holder = None  # something else holds 7000 already: just as good for this test
     try:
         # default port taken: warning, no OSC, no error (the prompt list is always there, idle without a list)
-        assert [type(c).__name__ for c in build_controllers({})] == ["PromptList"]
+        assert [type(c).__name__ for c in build_controllers({})] == ["ThermalSampler", "PromptList"]
         with pytest.raises(UsageError, match="--osc-port 7000: cannot listen on 127.0.0.1:7000"):
             build_controllers({"osc_port": 7000})
     finally:
