@@ -78,6 +78,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--backend", default=S, metavar="auto|eager|compile|tensorrt",
                    help="how the generator runs: eager PyTorch, compile (torch.compile + CUDA graphs), or tensorrt "
                         "(TensorRT engines, built on first use and cached; see engine trt). auto = compile on CUDA, eager on CPU")
+    e.add_argument("--engines", type=Path, default=S, metavar="DIR",
+                   help="TensorRT engines built ahead of time by `engine trt --out DIR` (any machine; checked against this "
+                        "generator and TensorRT before loading; implies --backend tensorrt)")
+    e.add_argument("--flavor", choices=("auto", "trt", "rtx"), default=S,
+                   help="which TensorRT runs --backend tensorrt: rtx (TensorRT for RTX, GeForce/RTX cards), trt (the full "
+                        "TensorRT), auto (what is installed and suits the GPU; default)")
     e.add_argument("--upload", choices=("auto", "staged", "interop"), default=S,
                    help="generator -> texture path: interop (CUDA-GL, zero host copies), staged (through host memory), auto = interop when possible")
     add_threads_argument(e, default=S)
@@ -199,6 +205,8 @@ def resolve_run_options(ns: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             stats_json=None if merged["stats_json"] is None else Path(merged["stats_json"]),
             quiet=bool(merged["quiet"]),
             upload=str(merged["upload"]),
+            engines=None if merged["engines"] is None else Path(merged["engines"]),
+            flavor=str(merged["flavor"]),
             generator_options=dict(cfg.generator) if cfg else {},
         )
     except (TypeError, ValueError) as e:

@@ -60,6 +60,8 @@ class RunOptions:
     stats_json: Path | None = None
     quiet: bool = False
     upload: str = "auto"  # auto | staged | interop
+    engines: Path | None = None  # a folder from `engine trt --out DIR` (the tensorrt backend)
+    flavor: str = "auto"  # which TensorRT: auto | trt | rtx
     generator_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,7 +131,13 @@ class Engine:
 
             governed = any(isinstance(c, Governor) for c in self.controllers)
             variants = self.generator.shape_variants(start) if governed else []
-            self.generator, backend_desc = apply_backend(self.generator, o.backend, variants=variants)
+            backend = o.backend
+            if o.engines is not None:
+                if backend not in ("auto", "tensorrt"):
+                    raise UsageError(f"--engines is for --backend tensorrt, not {backend}")
+                backend = "tensorrt"
+            self.generator, backend_desc = apply_backend(self.generator, backend, variants=variants, engines=o.engines,
+                                                         flavor=o.flavor)
         g = self.generator
         # The output size: --size WxH, else the generator's own. The generator renders its native size (StyleGAN a
         # square, diffusion the output's aspect); the pipeline's fit pass frames it in the output.

@@ -120,6 +120,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "quiet": False,
     "threads": None,
     "max_params": None,
+    "engines": None,
+    "flavor": "auto",
 }
 
 

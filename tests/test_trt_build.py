@@ -147,7 +147,7 @@ def test_engine_trt_onnx_only_then_without_tensorrt(tmp_path):
     assert proc.stdout.count("ONNX Runtime matches PyTorch") == 2 and "2 ONNX graphs ready" in proc.stdout
     if HAS_TENSORRT:
         pytest.skip("TensorRT is installed here: the missing-TensorRT message cannot be shown")
-    proc = _engine("trt", "--size", "64", "--device", "cpu", "--cache", str(tmp_path))
+    proc = _engine("trt", "--size", "64", "--device", "cpu", "--flavor", "trt", "--cache", str(tmp_path))
     assert proc.returncode == 2
     errors = [l for l in proc.stderr.splitlines() if l.startswith("engine: error:")]
     assert len(errors) == 1 and "TensorRT is not installed" in errors[0] and "pip install" in errors[0]

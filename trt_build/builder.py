@@ -30,15 +30,16 @@ def import_tensorrt():
     return trt
 
 
-_LOGGER = None
+_LOGGERS: dict[str, object] = {}
 
 
 def _logger(trt):
-    """One logger for the process: TensorRT keeps the first one it is given and warns about any other."""
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
+    """One logger per TensorRT module for the process: TensorRT keeps the first one it is given and warns about any
+    other (and the two flavours' loggers are different types)."""
+    key = trt.__name__
+    if key not in _LOGGERS:
+        _LOGGERS[key] = trt.Logger(trt.Logger.WARNING)
+    return _LOGGERS[key]
 
 
 def _progress_monitor(trt, label: str):
@@ -103,6 +104,9 @@ def _write_atomically(path: Path, data) -> None:
             f.write(memoryview(data))
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file: engines are copied to show machines
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -110,11 +114,19 @@ def _write_atomically(path: Path, data) -> None:
 
 
 def build_plan(onnx_path: Path, plan_path: Path, *, precision: str, workspace_gb: float = 8.0,
-               optimization_level: int = 3, timing_cache: Path | None = None, label: str = "") -> float:
-    """Build `plan_path` from `onnx_path` on the current CUDA device. Returns seconds taken. SetupError (one line,
-    the parser's first error) when the graph cannot be parsed or built. timing_cache: a file for this TensorRT
-    version and GPU (cache.Target.timing_cache_name); a cache TensorRT refuses is ignored and rewritten."""
-    trt = import_tensorrt()
+               optimization_level: int = 3, timing_cache: Path | None = None, label: str = "", flavor=None,
+               profile: dict[str, tuple] | None = None, targets: tuple[str, ...] = (), refit: bool = False) -> float:
+    """Build `plan_path` from `onnx_path`. Returns seconds taken. SetupError (one line, the parser's first error) when
+    the graph cannot be parsed or built.
+
+    flavor: trt_build.flavors.Flavor (default the full TensorRT, which builds on the current CUDA device; TensorRT for
+    RTX builds on any machine for `targets`, compute capabilities like "SM89"). precision: builder flags for the full
+    TensorRT; TensorRT for RTX is strongly typed (the graph's dtypes are the precision). profile: input name ->
+    (min, opt, max) shapes, one optimisation profile (dynamic inputs need it). refit: refittable weights.
+    timing_cache: a file for this TensorRT version and GPU (cache.Target.timing_cache_name); a cache TensorRT refuses
+    is ignored and rewritten; not used where the flavor builds without a GPU."""
+    trt = flavor.load() if flavor is not None else import_tensorrt()
+    strongly_typed = bool(flavor is not None and flavor.strongly_typed)
     logger = _logger(trt)
     builder = trt.Builder(logger)
     flags = 0
@@ -133,8 +145,24 @@ def build_plan(onnx_path: Path, plan_path: Path, *, precision: str, workspace_gb
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if hasattr(config, "builder_optimization_level"):
         config.builder_optimization_level = int(optimization_level)
+    if profile:
+        p = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in profile.items():
+            p.set_shape(name, tuple(lo), tuple(opt), tuple(hi))
+        config.add_optimization_profile(p)
+    if targets:
+        if not hasattr(trt, "ComputeCapability"):
+            raise SetupError(f"{getattr(flavor, 'label', 'TensorRT')} cannot build for named compute capabilities")
+        config.num_compute_capabilities = len(targets)
+        for i, t in enumerate(targets):
+            config.set_compute_capability(getattr(trt.ComputeCapability, t), i)
+    if refit:
+        # Every weight refittable (REFIT); TensorRT for RTX's strongly typed builds take the same flag.
+        config.set_flag(trt.BuilderFlag.REFIT)
+    if strongly_typed:
+        pass  # the ONNX graph's dtypes are the precision (an fp16 model exported an fp16 graph)
     # Precision flags (deprecated from TensorRT 10.12 in favour of strongly typed networks, still honoured).
-    if precision in ("fp16", "bf16"):
+    elif precision in ("fp16", "bf16"):
         flag = getattr(trt.BuilderFlag, precision.upper(), None)
         if flag is None:
             raise SetupError(f"this TensorRT ({trt.__version__}) has no {precision} builder flag; use --precision fp16 or fp32")
@@ -142,7 +170,7 @@ def build_plan(onnx_path: Path, plan_path: Path, *, precision: str, workspace_gb
     elif precision != "fp32":
         raise SetupError(f"unknown TensorRT precision {precision!r}; use fp16, bf16 or fp32")
     cache = None
-    if timing_cache is not None:
+    if timing_cache is not None and (flavor is None or flavor.timing_cache):
         blob = timing_cache.read_bytes() if timing_cache.exists() else b""
         cache = config.create_timing_cache(blob)
         if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
@@ -166,10 +194,10 @@ def build_plan(onnx_path: Path, plan_path: Path, *, precision: str, workspace_gb
     return time.perf_counter() - t0
 
 
-def load_plan(plan_path: Path):
+def load_plan(plan_path: Path, flavor=None):
     """(runtime, engine) for a serialized plan, on the current CUDA device; SetupError when this TensorRT or GPU
     cannot run it."""
-    trt = import_tensorrt()
+    trt = flavor.load() if flavor is not None else import_tensorrt()
     runtime = trt.Runtime(_logger(trt))
     engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
     if engine is None:

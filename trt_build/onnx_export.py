@@ -38,8 +38,9 @@ def io_names(call: Call) -> tuple[list[str], list[str]]:
     return [f"in{i}" for i in range(len(call.fed))], [f"out{j}" for j in range(len(call.outputs))]
 
 
-def export_onnx(call: Call, path: Path, *, opset: int = OPSET) -> float:
-    """Write `call` as an ONNX graph at `path` (weights beside it in path.data when large). Returns seconds taken."""
+def export_onnx(call: Call, path: Path, *, opset: int = OPSET, dynamic_shapes=None) -> float:
+    """Write `call` as an ONNX graph at `path` (weights beside it in path.data when large). Returns seconds taken.
+    dynamic_shapes: torch.export's per-input Dims (trt_build.profiles) for an engine with an optimisation profile."""
     import os
     import shutil
     import warnings
@@ -55,7 +56,7 @@ def export_onnx(call: Call, path: Path, *, opset: int = OPSET) -> float:
             warnings.simplefilter("ignore")
             torch.onnx.export(bound, tuple(call.fed), str(scratch / path.name), input_names=names_in,
                               output_names=names_out, opset_version=opset, dynamo=True, external_data=True,
-                              verbose=False)
+                              verbose=False, dynamic_shapes=dynamic_shapes)
         for f in sorted(scratch.iterdir(), key=lambda f: f.name == path.name):  # weights first, the graph last
             os.replace(f, path.parent / f.name)
     finally:
@@ -85,3 +86,19 @@ def check_onnx(call: Call, path: Path) -> float | None:
         ref = b.detach().float().cpu()
         worst = max(worst, float((torch.from_numpy(a).float() - ref).abs().max()) if ref.numel() else 0.0)
     return worst
+
+
+def weight_names(call: Call, path: Path) -> dict[str, str]:
+    """ONNX initializer name -> the module's parameter/buffer name, for the initializers that are the module's own
+    weights (what a refit updates). The dynamo exporter names them after the module's state_dict (under BoundCall's
+    `inner.`); constants it folded are left out."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    own = {name for name, _ in call.module.state_dict(keep_vars=True).items()}
+    out = {}
+    for init in model.graph.initializer:
+        name = init.name[len("inner."):] if init.name.startswith("inner.") else init.name
+        if name in own:
+            out[init.name] = name
+    return out

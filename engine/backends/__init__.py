@@ -29,7 +29,8 @@ def resolve_backend(name: str, device: torch.device) -> str:
 
 
 def apply_backend(generator, name: str = "auto", *, dtype="auto", channels_last: bool | None = None,
-                  compile_mode: str | None = None, cuda_graphs: bool | None = None, variants=()):
+                  compile_mode: str | None = None, cuda_graphs: bool | None = None, variants=(), engines=None,
+                  flavor: str = "auto"):
     """Apply backend `name` to `generator` (in place: its modules are wrapped). Returns (generator, description),
     the description being one line for `engine info` / the stats (precision, graphs, check against eager).
 
@@ -37,6 +38,8 @@ def apply_backend(generator, name: str = "auto", *, dtype="auto", channels_last:
     CUDA, each checked against a float32 frame; fp32 on CPU). channels_last: None = where it helps.
     compile_mode / cuda_graphs: compile backend only (defaults: max-autotune-no-cudagraphs + graphs on CUDA).
     variants: compile backend only: parameter snapshots whose shapes are prepared at setup (the governor's levels).
+    engines, flavor: tensorrt backend: a folder built by `engine trt --out DIR` (checked against this generator, then
+    loaded), and which TensorRT runs it (auto | trt | rtx).
     Raises UsageError for an unknown name, SetupError when an explicitly requested backend cannot work.
     """
     resolved = resolve_backend(name, generator.device)
@@ -53,7 +56,12 @@ def apply_backend(generator, name: str = "auto", *, dtype="auto", channels_last:
     elif resolved == "tensorrt":
         from engine.backends.tensorrt import apply_tensorrt
 
-        gen, desc = apply_tensorrt(generator, precision=dtype or "auto", variants=variants)
+        if engines is not None:
+            from engine.backends.tensorrt import apply_engine_folder
+
+            gen, desc = apply_engine_folder(generator, engines, flavor=flavor, variants=variants)
+        else:
+            gen, desc = apply_tensorrt(generator, precision=dtype or "auto", variants=variants)
     else:
         from engine.backends.compiled import apply_compiled
 

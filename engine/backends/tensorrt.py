@@ -167,3 +167,171 @@ def apply_tensorrt(generator, *, precision: str = "auto", variants=(), cache_dir
     notes = [n for r in runners.values() for n in r.notes]
     return generator, ", ".join([f"tensorrt on {generator.device}: {engines} engines ({', '.join(p.call.describe() for p in prepared)})",
                                  precision_used, f"setup {time.perf_counter() - t0:.1f} s", f"vs float32 eager: {how}", *notes])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A folder of engines built ahead of time (engine trt --out DIR): one engine per network with an optimisation
+# profile, either flavour. Written against TensorRT 10 / TensorRT for RTX 1.7's Python API; running needs the GPU
+# (an RTX card for TensorRT for RTX), so this part is unverified on the project's machines (see README).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def runtime_cache_path(flavor, device: torch.device, cache_dir=None) -> "Path":
+    """TensorRT for RTX's runtime cache (the kernels it compiled for this GPU at first load), one file per flavour
+    version and GPU."""
+    from pathlib import Path
+
+    from engine.trt_build.cache import cache_root
+
+    major, minor = torch.cuda.get_device_capability(device)
+    name = "".join(c if c.isalnum() else "-" for c in torch.cuda.get_device_name(device))
+    return Path(cache_root(cache_dir)) / "runtime" / f"{flavor.name}-{flavor.version()}-{name}-sm{major}{minor}.cache"
+
+
+class FolderEngine:
+    """One engine of the folder with one execution context; each call signature the show uses gets its own static
+    input and output buffers, bound at setup. Per call: copy the caller's tensors into the buffers (device to
+    device), set the input shapes and addresses of that signature (host-side calls, no allocation), enqueue on the
+    engine's stream ordered by events."""
+
+    def __init__(self, folder, entry: dict, flavor, device: torch.device, runtime_cache=None):
+        from pathlib import Path
+
+        from engine.trt_build.builder import load_plan
+
+        self.trt = flavor.load()
+        self.role = entry["role"]
+        with torch.cuda.device(device):
+            self.runtime, self.engine = load_plan(Path(folder) / entry["file"], flavor)
+            self.runtime_cache = None
+            if runtime_cache is not None and hasattr(self.engine, "create_runtime_config"):
+                config = self.engine.create_runtime_config()
+                cache = config.create_runtime_cache()
+                if runtime_cache.is_file():
+                    cache.deserialize(runtime_cache.read_bytes())
+                config.set_runtime_cache(cache)
+                self.runtime_cache = (cache, runtime_cache)
+                self.context = self.engine.create_execution_context(config)
+            else:
+                self.context = self.engine.create_execution_context()
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        self._inputs_ready = torch.cuda.Event()
+        self._outputs_ready = torch.cuda.Event()
+        self.inputs = [s["name"] for s in entry["inputs"]]
+        self.outputs = [o["name"] for o in entry["outputs"]]
+        self.bound: dict[Any, tuple] = {}
+        self.calls = 0
+
+    def bind(self, call) -> None:
+        """Static buffers for one recorded call signature (at setup)."""
+        from engine.trt_build.onnx_export import io_names
+
+        names_in, names_out = io_names(call)
+        engine_names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
+        ins = []
+        for name, x in zip(names_in, call.fed):
+            if name not in engine_names:
+                ins.append((name, None))  # dropped by the exporter: not fed
+                continue
+            if not self.context.set_input_shape(name, tuple(x.shape)):
+                raise SetupError(f"{self.role}: the engine refuses {name} {tuple(x.shape)} (outside its profile)")
+            ins.append((name, torch.empty_like(x, device=self.device)))
+        outs = []
+        for name, ref in zip(names_out, call.outputs):
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = _torch_dtype(self.trt, self.engine.get_tensor_dtype(name))
+            if shape != tuple(ref.shape):
+                raise SetupError(f"{self.role}: the engine's {name} would be {shape}, the module gives {tuple(ref.shape)}")
+            outs.append((name, torch.empty(shape, dtype=dtype, device=self.device), ref.dtype))
+        returned = [buf if buf.dtype == want else torch.empty_like(buf, dtype=want) for _, buf, want in outs]
+        self.bound[call.key] = (ins, outs, returned, tree_unflatten(returned, call.output_spec))
+
+    def run(self, key, fed: list[torch.Tensor]) -> Any:
+        ins, outs, returned, result = self.bound[key]
+        caller = torch.cuda.current_stream()
+        for (name, buf), x in zip(ins, fed):
+            if buf is not None:
+                buf.copy_(x)
+                self.context.set_input_shape(name, tuple(buf.shape))
+                self.context.set_tensor_address(name, buf.data_ptr())
+        for name, buf, _ in outs:
+            self.context.set_tensor_address(name, buf.data_ptr())
+        self._inputs_ready.record(caller)
+        self.stream.wait_event(self._inputs_ready)
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError(f"TensorRT could not enqueue {self.role}")
+        self._outputs_ready.record(self.stream)
+        caller.wait_event(self._outputs_ready)
+        for (_, buf, _), ret in zip(outs, returned):
+            if ret is not buf:
+                ret.copy_(buf)
+        self.calls += 1
+        return result
+
+    def save_runtime_cache(self) -> None:
+        if self.runtime_cache is not None:
+            cache, path = self.runtime_cache
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes(cache.serialize()))
+
+
+class FolderRunner(BackendRunner):
+    def __init__(self, module: torch.nn.Module, role: str, engine: FolderEngine, baked_ok: Callable[[], bool]):
+        super().__init__(module, role)
+        self.engine = engine
+        self._baked_ok = baked_ok
+        self.sealed = True
+
+    def __call__(self, *args, **kwargs):
+        if self._hooked() or not self._baked_ok():
+            self.eager_calls += 1
+            self._note_once("live", f"{self.role}: runs eager while live edits, blending or hooks change it "
+                                    "(the engine has the built weights)")
+            return self._run(args, kwargs, self._eager)
+        key = call_key(args, kwargs)
+        if key not in self.engine.bound:
+            self.eager_calls += 1
+            self._note_once(key, f"{self.role}: a call signature not bound at setup runs eager: {describe_call_key(key)}")
+            return self._run(args, kwargs, self._eager)
+        return self.engine.run(key, [x for x in tensor_leaves(args, kwargs) if is_fed(x)])
+
+
+def apply_engine_folder(generator, folder, *, flavor: str = "auto", variants=()) -> tuple[object, str]:
+    """Check the folder against this generator and the installed TensorRT (one line naming any mismatch, on any
+    machine), then load its engines on the GPU and install them. SetupError otherwise."""
+    from engine.trt_build.engines import check_folder
+    from engine.trt_build.flavors import resolve_flavor
+    from engine.trt_build.record import record_calls
+
+    chosen, why = resolve_flavor(flavor, generator.device)
+    manifest = check_folder(folder, generator, chosen, variants)
+    if generator.device.type != "cuda":
+        raise SetupError(f"--engines {folder}: the engines match this generator, but running them needs a CUDA GPU "
+                         f"({', '.join(manifest['compute_capabilities'])}); the generator is on {generator.device}")
+    modules = generator.modules()
+    ref = render_frame(generator)
+    t0 = time.perf_counter()
+    cache = runtime_cache_path(chosen, generator.device) if chosen.runtime_cache else None
+    by_role = {e["role"]: e for e in manifest["engines"]}
+    loaded: dict[str, FolderEngine] = {}
+    for role, calls in record_calls(generator, variants).items():
+        eng = loaded[role] = FolderEngine(folder, by_role[role], chosen, generator.device, cache)
+        for call in calls:
+            eng.bind(call)
+    runners = install({role: modules[role] for role in loaded},
+                      lambda role, m: FolderRunner(m, role, loaded[role], lambda: not generator.weights_edited))
+    try:
+        ok, how = compare(render_frame(generator), ref)
+    except Exception as e:
+        uninstall(modules)
+        raise SetupError(f"--engines {folder}: the first frame failed: {type(e).__name__}: {e}") from None
+    if not ok:
+        uninstall(modules)
+        raise SetupError(f"--engines {folder}: the engines' frame differs from PyTorch's ({how}); rebuild, or run --backend compile")
+    for eng in loaded.values():
+        eng.save_runtime_cache()  # the kernels compiled on this GPU: the next show loads in seconds
+    notes = [n for r in runners.values() for n in r.notes]
+    return generator, ", ".join([f"tensorrt ({chosen.label} {chosen.version()}: {why}) from {folder}: "
+                                 f"{len(loaded)} engines ({', '.join(loaded)})", f"setup {time.perf_counter() - t0:.1f} s",
+                                 f"vs float32 eager: {how}", *notes])
