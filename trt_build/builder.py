@@ -33,7 +33,7 @@ def import_tensorrt():
 _LOGGERS: dict[str, object] = {}
 
 
-def _logger(trt):
+def logger_for(trt):
     """One logger per TensorRT module for the process: TensorRT keeps the first one it is given and warns about any
     other (and the two flavours' loggers are different types)."""
     key = trt.__name__
@@ -127,7 +127,7 @@ def build_plan(onnx_path: Path, plan_path: Path, *, precision: str, workspace_gb
     is ignored and rewritten; not used where the flavor builds without a GPU."""
     trt = flavor.load() if flavor is not None else import_tensorrt()
     strongly_typed = bool(flavor is not None and flavor.strongly_typed)
-    logger = _logger(trt)
+    logger = logger_for(trt)
     builder = trt.Builder(logger)
     flags = 0
     if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # required before TensorRT 10, ignored after
@@ -198,7 +198,7 @@ def load_plan(plan_path: Path, flavor=None):
     """(runtime, engine) for a serialized plan, on the current CUDA device; SetupError when this TensorRT or GPU
     cannot run it."""
     trt = flavor.load() if flavor is not None else import_tensorrt()
-    runtime = trt.Runtime(_logger(trt))
+    runtime = trt.Runtime(logger_for(trt))
     engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
     if engine is None:
         raise SetupError(f"TensorRT could not load {plan_path} (built by another TensorRT version or for another GPU); "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -176,11 +177,9 @@ def apply_tensorrt(generator, *, precision: str = "auto", variants=(), cache_dir
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def runtime_cache_path(flavor, device: torch.device, cache_dir=None) -> "Path":
+def runtime_cache_path(flavor, device: torch.device, cache_dir=None) -> Path:
     """TensorRT for RTX's runtime cache (the kernels it compiled for this GPU at first load), one file per flavour
     version and GPU."""
-    from pathlib import Path
-
     from engine.trt_build.cache import cache_root
 
     major, minor = torch.cuda.get_device_capability(device)
@@ -195,8 +194,6 @@ class FolderEngine:
     engine's stream ordered by events."""
 
     def __init__(self, folder, entry: dict, flavor, device: torch.device, runtime_cache=None):
-        from pathlib import Path
-
         from engine.trt_build.builder import load_plan
 
         self.trt = flavor.load()
@@ -222,6 +219,54 @@ class FolderEngine:
         self.outputs = [o["name"] for o in entry["outputs"]]
         self.bound: dict[Any, tuple] = {}
         self.calls = 0
+        # Refit (engines built with --refit): ONNX initializer -> module parameter, a staging buffer per weight in
+        # the engine's dtype (allocated at setup), and the parameters' version counters at the last refit.
+        self.refit_names: dict[str, str] = dict(entry.get("refit") or {}) if getattr(self.engine, "refittable", False) else {}
+        self._refitter = None
+        self._refit_bufs: dict[str, torch.Tensor] = {}
+        self._refit_version: int | None = None
+        self.refits = 0
+        self.refit_ms_max = 0.0
+
+    def prepare_refit(self, module: torch.nn.Module) -> None:
+        """At setup: the Refitter and one device buffer per refittable weight (no allocation when refitting)."""
+        if not self.refit_names:
+            return
+        from engine.trt_build.builder import logger_for
+
+        self._refitter = self.trt.Refitter(self.engine, logger_for(self.trt))
+        state = module.state_dict(keep_vars=True)
+        for onnx_name, torch_name in self.refit_names.items():
+            proto = self._refitter.get_weights_prototype(onnx_name)
+            dtype = _torch_dtype(self.trt, proto.dtype)
+            self._refit_bufs[onnx_name] = torch.empty(state[torch_name].shape, dtype=dtype, device=self.device)
+        self._module_state = state
+        self._refit_version = self._weights_version()
+
+    def _weights_version(self) -> int:
+        # Every in-place change of a tensor bumps its _version: a cheap host-side test for "the weights moved".
+        return sum(self._module_state[n]._version for n in self.refit_names.values())
+
+    def refit_if_changed(self) -> bool:
+        """Copy changed weights into the engine (device to device), timed; False when this engine cannot refit."""
+        if self._refitter is None:
+            return False
+        version = self._weights_version()
+        if version == self._refit_version:
+            return True
+        t0 = time.perf_counter()
+        device_loc = self.trt.TensorLocation.DEVICE
+        for onnx_name, torch_name in self.refit_names.items():
+            buf = self._refit_bufs[onnx_name]
+            buf.copy_(self._module_state[torch_name].detach())
+            weights = self.trt.Weights(self._refitter.get_weights_prototype(onnx_name).dtype, buf.data_ptr(), buf.numel())
+            self._refitter.set_named_weights(onnx_name, weights, device_loc)
+        if not self._refitter.refit_cuda_engine_async(self.stream.cuda_stream):
+            return False
+        self._refit_version = version
+        self.refits += 1
+        self.refit_ms_max = max(self.refit_ms_max, (time.perf_counter() - t0) * 1000.0)
+        return True
 
     def bind(self, call) -> None:
         """Static buffers for one recorded call signature (at setup)."""
@@ -284,11 +329,14 @@ class FolderRunner(BackendRunner):
         self.sealed = True
 
     def __call__(self, *args, **kwargs):
-        if self._hooked() or not self._baked_ok():
+        edited = not self._baked_ok()
+        if self._hooked() or (edited and not self.engine.refit_if_changed()):
             self.eager_calls += 1
             self._note_once("live", f"{self.role}: runs eager while live edits, blending or hooks change it "
-                                    "(the engine has the built weights)")
+                                    "(the engine has the built weights and is not refittable: engine trt --refit)")
             return self._run(args, kwargs, self._eager)
+        if not edited:
+            self.engine.refit_if_changed()  # edits undone: the original weights go back in
         key = call_key(args, kwargs)
         if key not in self.engine.bound:
             self.eager_calls += 1
@@ -319,6 +367,7 @@ def apply_engine_folder(generator, folder, *, flavor: str = "auto", variants=())
         eng = loaded[role] = FolderEngine(folder, by_role[role], chosen, generator.device, cache)
         for call in calls:
             eng.bind(call)
+        eng.prepare_refit(modules[role])
     runners = install({role: modules[role] for role in loaded},
                       lambda role, m: FolderRunner(m, role, loaded[role], lambda: not generator.weights_edited))
     try:
@@ -332,6 +381,9 @@ def apply_engine_folder(generator, folder, *, flavor: str = "auto", variants=())
     for eng in loaded.values():
         eng.save_runtime_cache()  # the kernels compiled on this GPU: the next show loads in seconds
     notes = [n for r in runners.values() for n in r.notes]
+    refittable = [role for role, eng in loaded.items() if eng.refit_names]
+    if refittable:
+        notes.append(f"refittable: {', '.join(refittable)} (live blends and edits refit them)")
     return generator, ", ".join([f"tensorrt ({chosen.label} {chosen.version()}: {why}) from {folder}: "
                                  f"{len(loaded)} engines ({', '.join(loaded)})", f"setup {time.perf_counter() - t0:.1f} s",
                                  f"vs float32 eager: {how}", *notes])
