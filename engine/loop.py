@@ -35,7 +35,7 @@ from engine.errors import SetupError, UsageError
 from engine.generators import Generator, create_generator
 from engine.gl import GL, Pipeline, Readback
 from engine.output import MasterFader
-from engine.params import Output, ParamStore
+from engine.params import Output, ParamError, ParamStore
 from engine.sinks import parse_sink
 from engine.sinks.base import Sink
 from engine.stats import Stats
@@ -144,7 +144,10 @@ class Engine:
         w, h = o.size or (g.width, g.height)
         self.output_size = (w, h)
         if self.store.get("output.fps") == Output.fps and o.fps != Output.fps:
-            self.store.set("output.fps", o.fps)  # the live pacing starts at --fps
+            try:
+                self.store.set("output.fps", o.fps)  # the live pacing starts at --fps
+            except ParamError as e:
+                raise UsageError(f"--fps {o.fps:g}: {e}") from None
 
         # GL: a window's context when previewing (rendering happens in it), else headless EGL on the CUDA GPU.
         if windows:
