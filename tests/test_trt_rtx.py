@@ -213,3 +213,22 @@ def test_engines_run_on_an_rtx_gpu(tmp_path, tiny_model):
                  "--osc-port", "0", "--stats-json", str(tmp_path / "s.json"))
     assert run.returncode == 0, run.stderr
     assert "tensorrt (TensorRT for RTX" in json.loads((tmp_path / "s.json").read_text())["backend"]
+
+
+def test_refit_names_map_onnx_initializers_to_the_module_weights(tmp_path):
+    """What a refit updates: the exported graph's initializers that are the module's own weights, by torch name."""
+    from engine.generators import create_generator
+    from engine.trt_build.onnx_export import export_onnx, weight_names
+    from engine.trt_build.record import record_calls
+
+    gen = create_generator("stylegan2", size=64, device=CPU, options=dict(TINY_SG2))
+    call = record_calls(gen)["synthesis"][0]
+    path = tmp_path / "synthesis.onnx"
+    export_onnx(call, path)  # the exporter's optimiser folds weight expressions into anonymous constants
+    folded = weight_names(call, path)
+    export_onnx(call, path, keep_weight_names=True)  # what --refit exports
+    names = weight_names(call, path)
+    state = call.module.state_dict()
+    assert set(names.values()) <= set(state) and len(names) > len(folded)
+    assert {n for n in state if n.endswith(".weight")} <= set(names.values())  # every weight refittable by name
+    assert any(v.endswith("conv1.weight") for v in names.values()) and any("affine" in v for v in names.values())

@@ -78,7 +78,7 @@ def build_folder(generator, out: Path, flavor: Flavor, *, spec: str, ranges: Ran
         onnx_path = out / "onnx" / f"{role}.onnx"
         t0 = time.perf_counter()
         try:
-            export_onnx(call, onnx_path, dynamic_shapes=profile.dynamic_shapes)
+            export_onnx(call, onnx_path, dynamic_shapes=profile.dynamic_shapes, keep_weight_names=refit)
         except Exception as e:
             raise SetupError(f"ONNX export of {role} with {'a dynamic' if profile.dynamic else 'a static'} profile failed: "
                              f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from None

@@ -38,9 +38,11 @@ def io_names(call: Call) -> tuple[list[str], list[str]]:
     return [f"in{i}" for i in range(len(call.fed))], [f"out{j}" for j in range(len(call.outputs))]
 
 
-def export_onnx(call: Call, path: Path, *, opset: int = OPSET, dynamic_shapes=None) -> float:
+def export_onnx(call: Call, path: Path, *, opset: int = OPSET, dynamic_shapes=None, keep_weight_names: bool = False) -> float:
     """Write `call` as an ONNX graph at `path` (weights beside it in path.data when large). Returns seconds taken.
-    dynamic_shapes: torch.export's per-input Dims (trt_build.profiles) for an engine with an optimisation profile."""
+    dynamic_shapes: torch.export's per-input Dims (trt_build.profiles) for an engine with an optimisation profile.
+    keep_weight_names: skip the exporter's optimiser, whose constant folding turns weight expressions (a weight times
+    its gain) into new anonymous initializers: a refittable engine needs every weight under its module name."""
     import os
     import shutil
     import warnings
@@ -56,7 +58,8 @@ def export_onnx(call: Call, path: Path, *, opset: int = OPSET, dynamic_shapes=No
             warnings.simplefilter("ignore")
             torch.onnx.export(bound, tuple(call.fed), str(scratch / path.name), input_names=names_in,
                               output_names=names_out, opset_version=opset, dynamo=True, external_data=True,
-                              verbose=False, dynamic_shapes=dynamic_shapes)
+                              verbose=False, dynamic_shapes=dynamic_shapes,
+                              **({"optimize": False} if keep_weight_names else {}))
         for f in sorted(scratch.iterdir(), key=lambda f: f.name == path.name):  # weights first, the graph last
             os.replace(f, path.parent / f.name)
     finally:
