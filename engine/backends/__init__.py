@@ -54,14 +54,14 @@ def apply_backend(generator, name: str = "auto", *, dtype="auto", channels_last:
 
         gen, desc = apply_eager(generator, dtype=dtype, channels_last=channels_last)
     elif resolved == "tensorrt":
-        from engine.backends.tensorrt import apply_tensorrt
-
         if engines is not None:
             from engine.backends.tensorrt import apply_engine_folder
 
             gen, desc = apply_engine_folder(generator, engines, flavor=flavor, variants=variants)
         else:
-            gen, desc = apply_tensorrt(generator, precision=dtype or "auto", variants=variants)
+            from engine.backends.tensorrt import apply_tensorrt_backend
+
+            gen, desc = apply_tensorrt_backend(generator, precision=dtype or "auto", variants=variants, flavor=flavor)
     else:
         from engine.backends.compiled import apply_compiled
 

@@ -387,3 +387,31 @@ def apply_engine_folder(generator, folder, *, flavor: str = "auto", variants=())
     return generator, ", ".join([f"tensorrt ({chosen.label} {chosen.version()}: {why}) from {folder}: "
                                  f"{len(loaded)} engines ({', '.join(loaded)})", f"setup {time.perf_counter() - t0:.1f} s",
                                  f"vs float32 eager: {how}", *notes])
+
+
+def apply_tensorrt_backend(generator, *, precision: str = "auto", variants=(), flavor: str = "auto") -> tuple[object, str]:
+    """--backend tensorrt without --engines: the full TensorRT builds a plan per call signature into the cache
+    (apply_tensorrt); TensorRT for RTX builds an engine folder into the cache, keyed by the weights, the render size
+    and its version, once, and loads it like --engines."""
+    if generator.device.type != "cuda":
+        raise SetupError(f"--backend tensorrt needs a CUDA device (the generator is on {generator.device}); "
+                         "use --backend compile or eager")
+    from engine.trt_build.flavors import resolve_flavor
+
+    chosen, why = resolve_flavor(flavor, generator.device)
+    if chosen.name == "trt":
+        return apply_tensorrt(generator, precision=precision, variants=variants)
+    import hashlib
+
+    from engine.trt_build.cache import cache_root, weights_digest
+    from engine.trt_build.engines import build_folder
+
+    digest = hashlib.sha256("|".join([chosen.version(), f"{generator.width}x{generator.height}", *sorted(
+        f"{role}:{weights_digest(m)}" for role, m in generator.modules().items())]).encode()).hexdigest()[:16]
+    folder = cache_root() / "folders" / f"{generator.name}-{digest}"
+    try:
+        return apply_engine_folder(generator, folder, flavor=chosen.name, variants=variants)
+    except SetupError as e:
+        log.info("tensorrt: building %s (%s)", folder, e)
+    build_folder(generator, folder, chosen, spec=generator.name, variants=variants, say=lambda line: log.info("tensorrt: %s", line))
+    return apply_engine_folder(generator, folder, flavor=chosen.name, variants=variants)
