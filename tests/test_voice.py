@@ -277,6 +277,14 @@ def test_emitter_coalesces_inside_the_gap():
             break
     sock.close()
     assert names == ["start", "seed"] and em.stats()["coalesced"] >= 18
+    store.set("latent.seed", 2**32 - 1)  # beyond OSC's int32: sent as int64, never an exception on the render thread
+    sock2 = listener()
+    em2 = VoiceEmitter(f"127.0.0.1:{sock2.getsockname()[1]}", gap=0.0, clock=lambda: 0.0)
+    em2.start(store, {})
+    em2.after_frame(FrameTime(t=0.0, index=0, dt=0.0), {})
+    m = OscMessage(sock2.recv(65536))
+    sock2.close()
+    assert dict(zip(m.params[1::2], m.params[2::2]))["seed"] == 2**32 - 1
 
 
 def test_engine_run_sends_voice_events(tmp_path):

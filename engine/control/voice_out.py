@@ -153,7 +153,10 @@ class VoiceEmitter(Controller):
             b.add_arg(k)
             if isinstance(v, bool):
                 v = int(v)
-            b.add_arg(v if isinstance(v, (int, float, str)) else str(v))
+            if isinstance(v, int) and not -(2**31) <= v < 2**31:
+                b.add_arg(v, OscMessageBuilder.ARG_TYPE_INT64)  # a seed up to 2^32 - 1 does not fit OSC's int32
+            else:
+                b.add_arg(v if isinstance(v, (int, float, str)) else str(v))
         try:
             self.sock.sendto(b.build().dgram, self.addr)
             self.sent[name] = self.sent.get(name, 0) + 1
