@@ -156,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "--voice) and speak the lines with Parler-TTS or espeak-ng, to an audio device and/or "
                                     "WAV files; reply /voice/started and /voice/done.")
     add_voice_arguments(vo)
+
+    # `engine serve` (engine.serve.cmd_serve; FastAPI, uvicorn and torch are imported only when it runs).
+    from engine.serve import add_serve_arguments
+
+    se = sub.add_parser("serve", help="art on demand over HTTP for an ePaper frame (seed 004)",
+                        description="Serve the engine's generator over HTTP: POST /generate (PNG, or dithered for an ePaper "
+                                    "panel with ?palette=), /generate/new, /latest, /auto, /health, /metrics; /docs.")
+    add_serve_arguments(se)
     return parser
 
 
@@ -339,6 +347,10 @@ def _extra_command(name: str):
         from engine.voice import cmd_voice
 
         return cmd_voice
+    if name == "serve":
+        from engine.serve import cmd_serve
+
+        return cmd_serve
     raise UsageError(f"unknown command {name!r}; see `engine --help`")
 
 
