@@ -108,6 +108,20 @@ class LoadedPlan:
         return self.result
 
 
+def check_first_frame(generator, modules: dict, ref, what: str, fix: str) -> str:
+    """The installed engines' first frame against the float32 eager one (`ref`); on a failure or a mismatch the
+    engines come out again and SetupError says so. Returns how close they were."""
+    try:
+        ok, how = compare(render_frame(generator), ref)
+    except Exception as e:
+        uninstall(modules)
+        raise SetupError(f"{what}: the first frame failed: {type(e).__name__}: {e}") from None
+    if not ok:
+        uninstall(modules)
+        raise SetupError(f"{what}: the engines' frame differs from PyTorch's ({how}); {fix}")
+    return how
+
+
 class TensorRTRunner(BackendRunner):
     """A module's forward served by its loaded plans (one per prepared call signature); eager otherwise."""
 
@@ -155,14 +169,7 @@ def apply_tensorrt(generator, *, precision: str = "auto", variants=(), cache_dir
     for p in prepared:
         plans[p.call.role][p.call.key] = LoadedPlan(p, generator.device)
     runners = install(modules, lambda role, m: TensorRTRunner(m, role, plans[role], lambda: not generator.weights_edited))
-    try:
-        ok, how = compare(render_frame(generator), ref)
-    except Exception as e:
-        uninstall(modules)
-        raise SetupError(f"--backend tensorrt: the first frame failed: {type(e).__name__}: {e}") from None
-    if not ok:
-        uninstall(modules)
-        raise SetupError(f"--backend tensorrt: the engines' frame differs from PyTorch's ({how}); try --backend compile")
+    how = check_first_frame(generator, modules, ref, "--backend tensorrt", "try --backend compile")
     engines = sum(len(v) for v in plans.values())
     precision_used = prepared[0].entry.parts["target"]["precision"] if prepared else precision
     notes = [n for r in runners.values() for n in r.notes]
@@ -370,14 +377,7 @@ def apply_engine_folder(generator, folder, *, flavor: str = "auto", variants=())
         eng.prepare_refit(modules[role])
     runners = install({role: modules[role] for role in loaded},
                       lambda role, m: FolderRunner(m, role, loaded[role], lambda: not generator.weights_edited))
-    try:
-        ok, how = compare(render_frame(generator), ref)
-    except Exception as e:
-        uninstall(modules)
-        raise SetupError(f"--engines {folder}: the first frame failed: {type(e).__name__}: {e}") from None
-    if not ok:
-        uninstall(modules)
-        raise SetupError(f"--engines {folder}: the engines' frame differs from PyTorch's ({how}); rebuild, or run --backend compile")
+    how = check_first_frame(generator, modules, ref, f"--engines {folder}", "rebuild, or run --backend compile")
     for eng in loaded.values():
         eng.save_runtime_cache()  # the kernels compiled on this GPU: the next show loads in seconds
     notes = [n for r in runners.values() for n in r.notes]
