@@ -102,6 +102,7 @@ def test_bad_input_is_a_clear_4xx_and_never_reaches_the_queue(sg):
         cases = [
             (c.post("/generate?palette=sepia", json={}), 422, "unknown palette 'sepia'"),
             (c.post("/generate?palette=bw&panel=9x", json={}), 422, "WIDTHxHEIGHT"),
+            (c.post("/generate?panel=600x448", json={}), 422, "panel= goes with palette="),
             (c.post("/generate", json={"size": "99999x10"}), 422, "WIDTHxHEIGHT"),
             (c.post("/generate", json={"steps": 9}), 422, "less than or equal to 4"),
             (c.post("/generate", json={"seed": -1}), 422, "greater than or equal to 0"),

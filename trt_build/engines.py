@@ -92,11 +92,12 @@ def build_folder(generator, out: Path, flavor: Flavor, *, spec: str, ranges: Ran
         weights = {p.dtype for p in call.module.parameters() if p.is_floating_point()}
         precision = dtype_name(weights.pop()) if len(weights) == 1 else "mixed" if weights else "float32"
         engine_path = out / f"{role}.engine"
+        kept = graph_inputs(onnx_path)  # only inputs the graph kept get a profile (the exporter drops unused ones)
         from engine.trt_build.builder import build_plan
 
         seconds = build_plan(onnx_path, engine_path, precision={"float16": "fp16", "bfloat16": "bf16"}.get(precision, "fp32"),
                              label=f"{role} ({flavor.name})", flavor=flavor, targets=targets, refit=refit,
-                             profile={s.name: (s.min, s.opt, s.max) for s in profile.inputs if _bound(s, onnx_path)})
+                             profile={s.name: (s.min, s.opt, s.max) for s in profile.inputs if s.name in kept})
         outputs = [{"name": n, "dtype": dtype_name(o.dtype), "shape_at_opt": list(o.shape)}
                    for n, o in zip(io_names(call)[1], call.outputs)]
         refit_names = weight_names(call, onnx_path) if refit else {}
@@ -119,12 +120,10 @@ def build_folder(generator, out: Path, flavor: Flavor, *, spec: str, ranges: Ran
     return manifest
 
 
-def _bound(spec: TensorSpec, onnx_path: Path) -> bool:
-    """Only inputs the graph kept get a profile (the exporter drops an input the graph does not use)."""
+def graph_inputs(onnx_path: Path) -> set[str]:
     import onnx
 
-    names = {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
-    return spec.name in names
+    return {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
 
 
 def _check_covers(role: str, inputs: list[TensorSpec], calls: list[Call]) -> None:

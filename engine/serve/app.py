@@ -27,14 +27,13 @@ import io
 import random
 import threading
 
-import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request as HttpRequest
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import UsageError
 from engine.params import ParamError
-from engine.serve.palette import PALETTES, for_panel, parse_panel
+from engine.serve.palette import DEFAULT_PANEL, PALETTES, fit_to_panel, for_panel, parse_panel
 from engine.serve.service import ArtService, Prompts, QueueFull, Request, Result
 
 MAX_BODY = 64 * 1024
@@ -95,18 +94,12 @@ def create_app(service: ArtService, *, prompts: Prompts | None = None, token: st
         return result
 
     def picture(result: Result, palette: str | None, panel: str | None, size: str | None) -> bytes:
+        """The PNG with the request's options applied (checked before the request was queued)."""
         rgb = result.rgb
-        try:
-            if size:
-                rgb = _fit(rgb, parse_panel(size), MAX_SIZE)
-            if palette:
-                if palette not in PALETTES:
-                    raise UsageError(f"unknown palette {palette!r}; use {', '.join(PALETTES)}")
-                rgb = for_panel(rgb, palette, parse_panel(panel) if panel else (600, 448))
-            elif panel:
-                raise UsageError("panel= goes with palette=")
-        except UsageError as e:
-            raise HTTPException(422, str(e)) from None
+        if size:
+            rgb = fit_to_panel(rgb, parse_panel(size))
+        if palette:
+            rgb = for_panel(rgb, palette, parse_panel(panel) if panel else DEFAULT_PANEL)
         if rgb is result.rgb:
             return result.png
         from PIL import Image
@@ -116,10 +109,13 @@ def create_app(service: ArtService, *, prompts: Prompts | None = None, token: st
         return buf.getvalue()
 
     def check_picture_options(palette: str | None, panel: str | None, size: str | None) -> None:
+        """Every picture option, before anything is queued: a bad one is the request's 422."""
         try:
             if palette is not None and palette not in PALETTES:
                 raise UsageError(f"unknown palette {palette!r}; use {', '.join(PALETTES)}")
             if panel:
+                if not palette:
+                    raise UsageError("panel= goes with palette=")
                 parse_panel(panel)
             if size:
                 w, h = parse_panel(size)
@@ -218,10 +214,3 @@ def create_app(service: ArtService, *, prompts: Prompts | None = None, token: st
     app.state.stop_auto = lambda: auto["event"].set()
     return app
 
-
-def _fit(rgb: np.ndarray, size: tuple[int, int], limit: int) -> np.ndarray:
-    from engine.serve.palette import fit_to_panel
-
-    if max(size) > limit:
-        raise UsageError(f"size {size[0]}x{size[1]}: at most {limit} per side")
-    return fit_to_panel(rgb, size)
