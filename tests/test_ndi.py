@@ -198,6 +198,26 @@ def test_ndi_availability_names_avahi_when_it_is_not_running(monkeypatch, tmp_pa
 E2E_MEAN_TOL = 8.0
 
 
+def run_engine_into_receiver(cmd, name, frames, wait):
+    """Start `engine run` (cmd) and receive its NDI source `name` until it ends. Returns (process, its output, the
+    frames received (at least `frames` are waited for `wait` seconds after the end), the receiver)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    rx = None
+    try:
+        rx = NDIReceiver(name, timeout=120.0)  # found once the engine has built its generator and opened sinks
+        out, _ = proc.communicate(timeout=300)
+        time.sleep(0.5)  # the last frame's trip through NDI
+        got = rx.wait_frames(frames, timeout=wait)
+    finally:
+        if rx is not None:
+            rx.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, out, got, rx
+
+
 @pytest.mark.slow
 def test_engine_run_streams_over_ndi(ndi_env, tmp_path):
     from PIL import Image
@@ -211,20 +231,7 @@ def test_engine_run_streams_over_ndi(ndi_env, tmp_path):
         "--sink", f"ndi:{name}", "--sink", f"file:{png_dir}/%05d.png",
         "--frames", str(frames), "--fps", str(fps), "--stats-json", str(stats_path), "--quiet",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=Path(__file__).resolve().parent.parent)
-    rx = None
-    try:
-        rx = NDIReceiver(name, timeout=120.0)  # found once the engine has built its generator and opened sinks
-        out, _ = proc.communicate(timeout=300)
-        time.sleep(0.5)  # the last frame's trip through NDI
-        got = rx.wait_frames(frames, timeout=1.0)
-    finally:
-        if rx is not None:
-            rx.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, out, got, rx = run_engine_into_receiver(cmd, name, frames, wait=1.0)
     assert proc.returncode == 0, out
     stats = json.loads(stats_path.read_text())
     ndi_stats = stats["sink_stats"][f"ndi:{name}"]
@@ -350,20 +357,7 @@ def test_engine_run_streams_16_9_over_ndi(ndi_env, tmp_path):
     cmd = [sys.executable, "-m", "engine", "run", "--config", str(tmp_path / "fast.toml"), "--size", "96x54",
            "--sink", f"ndi:{name}", "--frames", str(frames), "--fps", str(fps), "--stats-json", str(stats_path),
            "--quiet", "--osc-port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=Path(__file__).resolve().parent.parent)
-    rx = None
-    try:
-        rx = NDIReceiver(name, timeout=120.0)
-        out, _ = proc.communicate(timeout=300)
-        time.sleep(0.5)
-        got = rx.wait_frames(frames // 2, timeout=2.0)
-    finally:
-        if rx is not None:
-            rx.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, out, got, _ = run_engine_into_receiver(cmd, name, frames // 2, wait=2.0)
     assert proc.returncode == 0, out
     assert json.loads(stats_path.read_text())["size"] == [96, 54]
     assert len(got) >= frames // 2 and all(r.resolution == (96, 54) for r in got), [r.resolution for r in got]

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import abc
 import io
 import json
 import logging
@@ -43,13 +44,13 @@ def env_python(env: Path) -> Path:
     return env / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
-class Backend:
+class Backend(abc.ABC):
     name = "backend"
     rate = 22050
 
+    @abc.abstractmethod
     def stream(self, text: str, description: str) -> Iterator[np.ndarray]:
         """Mono float32 chunks in [-1, 1] at self.rate, first chunk as early as the backend can."""
-        raise NotImplementedError
 
     def close(self) -> None:
         pass
