@@ -386,7 +386,6 @@ class Pipeline:
         self.source: Target | None = None  # made by enable_feedback_source() for img2img generators
         self.cur = 0  # index of the most recent accumulator
         self.frames = 0
-        self.gain = 1.0  # the master fader of the last present
         for t in (self.frame, self.fitted, self.perturbed, self.output, *self.acc):
             t.clear()
 
@@ -454,8 +453,7 @@ class Pipeline:
     def present(self, gain: float = 1.0) -> moderngl.Texture:
         """The current accumulated frame into the RGBA8 output, times the master fader. Alone (no render), it is
         what a frozen show publishes: the held frame, still fading with blackout and opacity."""
-        self.gain = float(gain)
-        self.programs["present"].draw(self.output.fbo, {"src": self.acc[self.cur].texture}, flip_y=False, gain=self.gain)
+        self.programs["present"].draw(self.output.fbo, {"src": self.acc[self.cur].texture}, flip_y=False, gain=float(gain))
         return self.output.texture
 
     def shader_errors(self) -> dict[str, str]:
