@@ -320,8 +320,10 @@ class OscServer(Controller):
                 self._count_reject(r.category, f"OSC: {r}")
 
     def _count_reject(self, category: str, message: str) -> None:
-        self.rejected[category] += 1
+        # Log first, then count: whoever sees the count go up (stats, /engine/status, a test) can rely on the line
+        # being written already.
         self._limiter(category, "%s", message)
+        self.rejected[category] += 1
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _queue(self, values: dict[str, Any], event: list[Any]) -> None:
