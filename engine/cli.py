@@ -164,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Serve the engine's generator over HTTP: POST /generate (PNG, or dithered for an ePaper "
                                     "panel with ?palette=), /generate/new, /latest, /auto, /health, /metrics; /docs.")
     add_serve_arguments(se)
+
+    # `engine triton` (engine.serve.triton.cmd_triton; PyTriton and torch are imported only when it runs).
+    from engine.serve import add_triton_arguments
+
+    tt = sub.add_parser("triton", help="serve the generator on NVIDIA Triton (PyTriton) for engine serve --triton",
+                        description="Bind the generator as a Triton model with dynamic batching, one instance per GPU; "
+                                    "engine serve --triton URL sends its requests there. Run it from an environment "
+                                    "made from the system's python3 (bash .ci/install-triton).")
+    add_triton_arguments(tt)
     return parser
 
 
@@ -351,6 +360,10 @@ def _extra_command(name: str):
         from engine.serve import cmd_serve
 
         return cmd_serve
+    if name == "triton":
+        from engine.serve.triton import cmd_triton
+
+        return cmd_triton
     raise UsageError(f"unknown command {name!r}; see `engine --help`")
 
 

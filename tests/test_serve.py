@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,46 +18,11 @@ import torch
 from PIL import Image
 
 from engine.generators import create_generator
-from engine.serve.app import create_app
 from engine.serve.palette import PALETTES
-from engine.serve.service import ArtService, Prompts
+from engine.serve.service import Prompts
+from serve_support import TINY_SG2, Server, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_SG2 = dict(channel_base=512, channel_max=16, calibrate=False)
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Server:
-    def __init__(self, generator, *, token=None, queue_length=8, prompts=None, recogniser=None, note=""):
-        import uvicorn
-
-        self.service = ArtService(generator, queue_length=queue_length)
-        self.app = create_app(self.service, prompts=prompts or Prompts.load(None), token=token, seed=1,
-                              recogniser=recogniser, recogniser_note=note)
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.server.started
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def close(self):
-        self.app.state.stop_auto()
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.service.close()
-
-
 @pytest.fixture(scope="module")
 def sg():
     s = Server(create_generator("stylegan2", size=64, device=torch.device("cpu"), options=dict(TINY_SG2)))

@@ -36,6 +36,13 @@ class Generator(abc.ABC):
     def __call__(self, snap: Params, when: FrameTime, source: torch.Tensor | None = None) -> torch.Tensor:
         """Render one frame: (1, 3, H, W) in [-1, 1] on self.device. No host syncs on CUDA."""
 
+    def stills(self, snaps: list[Params]) -> torch.Tensor:
+        """Still images, one per snapshot (engine serve, engine triton): (N, 3, H, W) in [-1, 1] on self.device.
+        Each is rendered at t = 0 from its own parameters. Default: one call per snapshot; a generator that can render
+        a batch in one pass (StyleGAN) overrides this."""
+        still = FrameTime(t=0.0, index=0, dt=0.0)
+        return torch.cat([self(snap, still, None).clone() for snap in snaps])
+
     def info(self) -> dict[str, Any]:
         """What `engine info --generator` and the stats print about this generator."""
         return {"name": self.name, "size": [self.width, self.height], "device": str(self.device)}

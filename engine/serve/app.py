@@ -5,7 +5,8 @@
                             panel; ?format=json: the prompt, seed and timings, and /images/ID.png for the picture
     POST /generate/new      the same with a new prompt from --prompts (seed 004's subjects x styles x modifiers);
                             the prompt is in the X-Prompt header (or the JSON)
-    GET  /latest            the last picture (same palette options); 404 before the first
+    GET  /latest            the last picture (same palette options; ?format=json: its id, prompt and seed, for a
+                            frame that polls); 404 before the first. Every picture response has X-Image-Id
     POST /auto              JSON {on, interval_seconds}: the server makes a new picture on its own; the frame polls /latest
     GET  /images/ID.png     one of the recent pictures (the last 16)
     POST /transcribe        a short WAV (the frame's recording) -> {text} (engine.serve.transcribe); 503 naming what
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import UsageError
 from engine.params import ParamError
 from engine.serve.palette import DEFAULT_PANEL, PALETTES, fit_to_panel, for_panel, parse_panel
-from engine.serve.service import ArtService, Prompts, QueueFull, Request, Result
+from engine.serve.service import ArtService, Prompts, QueueFull, Request, Result, params_for
 
 MAX_BODY = 64 * 1024
 MAX_AUDIO = 10 * 1024 * 1024  # /transcribe: 30 s of 48 kHz stereo 16-bit is 5.8 MB
@@ -80,7 +81,7 @@ def create_app(service: ArtService, *, prompts: Prompts | None = None, token: st
 
     async def run(req: Request) -> Result:
         try:
-            service.params_for(req, 0 if req.seed is None else req.seed)  # out-of-range values: 422 before the queue
+            params_for(req, 0 if req.seed is None else req.seed)  # out-of-range values: 422 before the queue
         except ParamError as e:
             raise HTTPException(422, str(e)) from None
         try:
@@ -125,7 +126,7 @@ def create_app(service: ArtService, *, prompts: Prompts | None = None, token: st
             raise HTTPException(422, str(e)) from None
 
     def respond(result: Result, fmt: str | None, palette, panel, size) -> Response:
-        headers = {"X-Seed": str(result.seed), "X-Seconds": f"{result.seconds:.3f}"}
+        headers = {"X-Image-Id": str(result.id), "X-Seed": str(result.seed), "X-Seconds": f"{result.seconds:.3f}"}
         if result.prompt is not None:
             headers["X-Prompt"] = result.prompt.encode("ascii", "replace").decode()
         if fmt == "json":
@@ -151,11 +152,12 @@ def create_app(service: ArtService, *, prompts: Prompts | None = None, token: st
         return respond(await run(Request(prompt=prompts.new(rng))), format, palette, panel, None)
 
     @app.get("/latest", responses={200: {"content": {"image/png": {}}}})
-    async def latest(palette: str | None = Query(None), panel: str | None = Query(None)):
+    async def latest(palette: str | None = Query(None), panel: str | None = Query(None),
+                     format: str | None = Query(None, pattern="^(png|json)$")):
         check_picture_options(palette, panel, None)
         if service.latest is None:
             raise HTTPException(404, "no picture yet: POST /generate or turn /auto on")
-        return respond(service.latest, None, palette, panel, None)
+        return respond(service.latest, format, palette, panel, None)
 
     @app.get("/images/{image_id}.png", responses={200: {"content": {"image/png": {}}}})
     async def image(image_id: int):
@@ -203,8 +205,7 @@ def create_app(service: ArtService, *, prompts: Prompts | None = None, token: st
 
     @app.get("/health")
     async def health():
-        g = service.generator
-        return {"ok": True, "generator": g.name, "size": [g.width, g.height], "device": str(g.device)}
+        return {"ok": True, **service.describe()}
 
     @app.get("/metrics")
     async def metrics():
