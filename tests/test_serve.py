@@ -30,6 +30,15 @@ def sg():
     s.close()
 
 
+def wait_until(cond, timeout=20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def png(resp) -> np.ndarray:
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"] == "image/png"
@@ -110,6 +119,35 @@ def test_token_and_a_full_queue():
             assert c.get("/metrics", headers=auth).json()["images_served"] == 2
     finally:
         s.close()
+
+
+def test_concurrent_requests_are_all_answered_in_the_order_they_came(sg):
+    """Six frames ask while the worker is busy: each gets its own picture (its seed), and the queue serves them first
+    come, first served (the image ids follow the order of arrival)."""
+    release, busy = threading.Event(), threading.Event()
+    real = sg.service.render
+    sg.service.render = lambda req: (busy.set(), release.wait(30), real(req))[2]
+    try:
+        results = {}
+
+        def send(i):
+            results[i] = httpx.post(f"{sg.url}/generate", json={"seed": 1000 + i}, timeout=60)
+
+        threads = []
+        for i in range(6):
+            threads.append(threading.Thread(target=send, args=(i,)))
+            threads[-1].start()
+            # The next one leaves only once this one is in: the first is taken by the (held) worker, the rest wait.
+            assert wait_until(lambda: busy.is_set() and sg.service.queue_length() == i), (i, sg.service.queue_length())
+        release.set()
+        for t in threads:
+            t.join(60)
+    finally:
+        sg.service.render = real
+    assert all(results[i].status_code == 200 for i in range(6))
+    assert [int(results[i].headers["x-seed"]) for i in range(6)] == [1000 + i for i in range(6)]
+    ids = [int(results[i].headers["x-image-id"]) for i in range(6)]
+    assert ids == sorted(ids) and len(set(ids)) == 6
 
 
 def test_auto_mode_makes_pictures_on_its_own(sg):

@@ -151,8 +151,9 @@ class LocalRenderer:
 
 
 class ArtService:
-    """The queue in front of a renderer (LocalRenderer, or engine.serve.triton.TritonRenderer): `workers` threads
-    take jobs in order; a local generator has one, Triton several (its dynamic batcher merges what they send)."""
+    """The queue in front of a renderer (LocalRenderer, or engine.serve.triton.TritonRenderer): renderer.concurrency
+    worker threads take jobs in order; a local generator has one, Triton several (its dynamic batcher merges what they
+    send). A bare engine generator is wrapped in a LocalRenderer."""
 
     def __init__(self, renderer, *, queue_length: int = 8):
         if not hasattr(renderer, "render_batch"):  # an engine generator: render it here
