@@ -4,6 +4,7 @@ microphone path with espeak-ng speech in a WAV file, auto mode, and the server g
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -179,3 +180,28 @@ def test_the_command_line_once_with_a_png_panel_and_bad_options(tmp_path):
         assert wrong.returncode == 1 and "401" in wrong.stderr and "bearer token" in wrong.stderr  # no token
     finally:
         s.close()
+
+
+@pytest.mark.skipif(not (os.environ.get("CI") and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")),
+                    reason="runs apt-get and pip like the Pi's setup: CI (root) only")
+def test_the_setup_and_run_scripts_make_a_frame_environment_without_torch(tmp_path):
+    """setup.sh as on a Pi (here without raspi-config: no inky, the rest the same), then run.sh against a real server."""
+    venv = tmp_path / "venv-frame"
+    env = dict(os.environ, FRAME_VENV=str(venv))
+    env.pop("VIRTUAL_ENV", None)
+    setup = subprocess.run(["bash", "engine/clients/epaper/setup.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=900)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert "frame: ready" in setup.stdout
+    assert subprocess.run([str(venv / "bin" / "python"), "-c", "import gpiozero, sounddevice, PIL"]).returncode == 0
+    s = Server(create_generator("stylegan2", size=64, device=torch.device("cpu"), options=dict(TINY_SG2)))
+    try:
+        run = subprocess.run(["bash", str(REPO / "engine/clients/epaper/run.sh"), s.url, "--panel", f"png:{tmp_path / 'p'}@{PANEL[0]}x{PANEL[1]}:bw",
+                              "--no-buttons", "--press", "new", "--once"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert colours(tmp_path / "p" / "0001.png") <= {(0, 0, 0), (255, 255, 255)}
+    finally:
+        s.close()
+    usage = subprocess.run(["bash", str(REPO / "engine/clients/epaper/run.sh")], capture_output=True, text=True, env=env)
+    assert usage.returncode == 2 and "usage:" in usage.stderr

@@ -15,13 +15,16 @@ if command -v raspi-config >/dev/null; then
 else
   echo "frame: no raspi-config (not a Raspberry Pi?): enable SPI and I2C yourself for an Inky panel"
 fi
-echo "frame: apt-get install python3-venv libportaudio2 fonts-dejavu-core"
+APT="python3-venv python3-dev libportaudio2 fonts-dejavu-core"
+# The GPIO pin library gpiozero uses on a Pi 5 and on Bookworm (lgpio) comes from Raspberry Pi OS's own packages.
+if command -v raspi-config >/dev/null; then APT="$APT python3-lgpio"; fi
+echo "frame: apt-get install $APT"
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends python3-venv python3-dev libportaudio2 fonts-dejavu-core >/dev/null
-# --system-site-packages: Raspberry Pi OS ships gpiozero and its pin libraries (lgpio) system-wide; reuse them.
+$SUDO apt-get install -y -qq --no-install-recommends $APT >/dev/null
+# --system-site-packages: reuse what Raspberry Pi OS ships system-wide (gpiozero, lgpio).
 [ -x "$VENV/bin/python" ] || python3 -m venv --system-site-packages "$VENV"
 PACKAGES="pillow>=9 sounddevice>=0.4.6 gpiozero>=2.0"
-if command -v raspi-config >/dev/null; then PACKAGES="$PACKAGES inky>=2.0 lgpio"; fi
+if command -v raspi-config >/dev/null; then PACKAGES="$PACKAGES inky>=2.0"; fi
 echo "frame: pip install $PACKAGES"
 "$VENV/bin/pip" install -q $PACKAGES
 echo "frame: ready; run: bash $(dirname "$0")/run.sh http://SERVER:8000   (the machine running engine serve)"
