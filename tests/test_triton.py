@@ -212,3 +212,34 @@ def test_stylegan_renders_a_batch_of_stills_as_each_alone():
     mixed = [snaps[0], dataclasses.replace(snaps[1], latent=dataclasses.replace(snaps[1].latent, noise_mode="none"))]
     with torch.inference_mode():
         assert torch.allclose(g.stills(mixed), torch.cat([g.stills([s]) for s in mixed]), atol=1e-5)
+
+
+def test_engine_triton_refuses_a_taken_port_and_a_bad_model_name_in_one_line():
+    import socket
+
+    py = triton_python()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([py, "-m", "engine", "triton", "--http-port", str(port)], capture_output=True, text=True,
+                           timeout=120, cwd=REPO)
+    assert r.returncode == 2 and f"--http-port {port}: cannot listen there" in r.stderr, r.stderr
+    r = subprocess.run([py, "-m", "engine", "triton", "--model", "a b"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 2 and "--model 'a b'" in r.stderr, r.stderr
+
+
+def test_triton_going_away_is_a_503_to_retry_and_serve_keeps_running(tmp_path):
+    t = TritonProcess("stylegan2", tmp_path / "cache", "--size", "64")
+    s = Server(TritonRenderer(t.url, concurrency=2))
+    try:
+        with httpx.Client(base_url=s.url, timeout=120) as c:
+            assert c.post("/generate", json={"seed": 1}).status_code == 200
+            t.proc.kill()
+            t.proc.wait(30)
+            r = c.post("/generate", json={"seed": 2})
+            assert r.status_code == 503 and r.headers["retry-after"] and "cannot be reached" in r.json()["detail"], r.text
+            assert c.get("/health").status_code == 200  # the front end is still up
+    finally:
+        s.close()
+        t.close()

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import UsageError
 from engine.params import ParamError
 from engine.serve.palette import DEFAULT_PANEL, PALETTES, fit_to_panel, for_panel, parse_panel
-from engine.serve.service import ArtService, Prompts, QueueFull, Request, Result, params_for
+from engine.serve.service import ArtService, Prompts, QueueFull, RendererUnavailable, Request, Result, params_for
 
 MAX_BODY = 64 * 1024
 MAX_AUDIO = 10 * 1024 * 1024  # /transcribe: 30 s of 48 kHz stereo 16-bit is 5.8 MB
@@ -88,7 +88,12 @@ def create_app(service: ArtService, *, prompts: Prompts | None = None, token: st
             fut = service.submit(req)
         except QueueFull as e:
             raise HTTPException(429, str(e), headers={"Retry-After": str(int(e.retry_after + 0.5))}) from None
-        result = await asyncio.wrap_future(fut)
+        try:
+            result = await asyncio.wrap_future(fut)
+        except RendererUnavailable as e:
+            raise HTTPException(503, str(e), headers={"Retry-After": "10"}) from None
+        except Exception as e:  # a failed render is this request's error, said in one line
+            raise HTTPException(500, f"the picture failed: {type(e).__name__}: {e}") from None
         images[result.id] = result
         while len(images) > KEEP_IMAGES:
             images.popitem(last=False)

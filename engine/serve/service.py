@@ -37,6 +37,11 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+class RendererUnavailable(RuntimeError):
+    """The renderer cannot be reached (engine serve --triton: the Triton server is down): the request's 503, worth
+    retrying, unlike a failed render (500)."""
+
+
 @dataclass
 class Request:
     prompt: str | None = None

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import UsageError
-from engine.serve.service import Rendered, Request
+from engine.serve.service import Rendered, RendererUnavailable, Request
 
 log = logging.getLogger("engine.serve.triton")
 
@@ -118,6 +118,24 @@ def check_stub_python(running: str | None = None) -> None:
                          f"the system's own python3: bash .ci/install-triton (it creates .venv-triton)")
 
 
+def check_port_free(host: str, port: int, flag: str) -> None:
+    """Triton would fail deep inside its startup on a taken port: say so first (engine serve also defaults to 8000)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UsageError(f"--host {host!r}: {e}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: a port in TIME_WAIT is free
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise UsageError(f"{flag} {port}: cannot listen there ({e.strerror}); another engine triton or engine serve? "
+                             f"pick another port") from None
+
+
 def resolve_devices(spec: str) -> list[Any]:
     import torch
 
@@ -145,6 +163,13 @@ def cmd_triton(ns: argparse.Namespace) -> int:
             raise UsageError(f"--{flag.replace('_', '-')} {getattr(ns, flag)}: use 1..65535")
     if not 0 <= ns.queue_delay_ms <= 10_000:
         raise UsageError(f"--queue-delay-ms {ns.queue_delay_ms:g}: use 0..10000")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", ns.model):
+        raise UsageError(f"--model {ns.model!r}: letters, digits, dots, underscores and dashes only")
+    ports = [(flag, getattr(ns, flag)) for flag in ("http_port", "grpc_port", "metrics_port")]
+    if len({p for _, p in ports}) < 3:
+        raise UsageError("--http-port, --grpc-port and --metrics-port must differ")
+    for flag, port in ports:
+        check_port_free(ns.host, port, f"--{flag.replace('_', '-')}")
     check_stub_python()
     devices = resolve_devices(ns.devices)
     if not devices:
@@ -223,6 +248,20 @@ class TritonRenderer:
                 self._address, ssl=self._ssl, connection_timeout=10.0, network_timeout=self._timeout)
         return c
 
+    def _infer(self, inputs, wanted):
+        """One inference. A transport failure (refused, reset, a kept-alive connection Triton closed on restart) gets
+        one more try on a fresh connection, then is RendererUnavailable: the request's 503."""
+        for attempt in (1, 2):
+            try:
+                return self._client().infer(self.model, inputs, outputs=wanted)
+            except self._error:
+                raise
+            except Exception as e:  # geventhttpclient's own errors are not all OSErrors (HTTPConnectionClosed)
+                self.close()
+                if attempt == 2:
+                    raise RendererUnavailable(f"Triton at {self.url} cannot be reached ({type(e).__name__}: {e}); "
+                                              f"is engine triton running?") from None
+
     def describe(self) -> dict[str, Any]:
         return {"generator": f"triton:{self.model}", "size": [self.width, self.height], "device": self.url}
 
@@ -237,9 +276,12 @@ class TritonRenderer:
                 inputs.append(t)
             wanted = [http.InferRequestedOutput("image", binary_data=True), http.InferRequestedOutput("prompt", binary_data=True)]
             try:
-                result = self._client().infer(self.model, inputs, outputs=wanted)
+                result = self._infer(inputs, wanted)
             except self._error as e:
-                raise RuntimeError(f"Triton ({self.url}, model {self.model}): {str(e).splitlines()[0][:300]}") from None
+                text = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                if "unavailable" in text.lower() or "not ready" in text.lower() or "unknown model" in text.lower():
+                    raise RendererUnavailable(f"Triton ({self.url}, model {self.model}): {text}") from None
+                raise RuntimeError(f"Triton ({self.url}, model {self.model}): {text}") from None
             prompt = result.as_numpy("prompt")[0, 0]
             prompt = prompt.decode("utf-8", "replace") if isinstance(prompt, bytes) else str(prompt)
             out.append(Rendered(np.ascontiguousarray(result.as_numpy("image")[0]), prompt or None, int(req.seed)))
@@ -247,5 +289,9 @@ class TritonRenderer:
 
     def close(self) -> None:
         c = getattr(self._local, "client", None)
+        self._local.client = None
         if c is not None:
-            c.close()
+            try:
+                c.close()
+            except Exception:
+                pass
