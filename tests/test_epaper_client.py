@@ -182,6 +182,21 @@ def test_the_command_line_once_with_a_png_panel_and_bad_options(tmp_path):
         s.close()
 
 
+def test_sigterm_ends_the_frame_even_while_it_waits_to_retry(tmp_path):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "engine.clients.epaper", "--server", f"http://127.0.0.1:{free_port()}",
+                             "--panel", f"png:{tmp_path}@{PANEL[0]}x{PANEL[1]}:bw", "--no-buttons", "--press", "new"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: (tmp_path / "0001.png").exists(), timeout=60)  # "Cannot reach the art server"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0  # not after the backoff's minutes
+    finally:
+        proc.kill()
+
+
 @pytest.mark.skipif(not (os.environ.get("CI") and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")),
                     reason="runs apt-get and pip like the Pi's setup: CI (root) only")
 def test_the_setup_and_run_scripts_make_a_frame_environment_without_torch(tmp_path):

@@ -64,7 +64,9 @@ def main(argv=None) -> int:
             mic = Microphone(None if ns.mic == "default" else int(ns.mic) if ns.mic.isdigit() else ns.mic)
         except SystemExit as e:
             logging.getLogger("frame").warning("%s; the speak button is off", e)
-    client = ArtClient(ns.server, token=ns.token, palette=ns.palette or panel.palette, panel=tuple(panel.size))
+    stop = threading.Event()  # SIGTERM (systemd stopping the frame) also ends a retry wait at once
+    client = ArtClient(ns.server, token=ns.token, palette=ns.palette or panel.palette, panel=tuple(panel.size),
+                       sleep=stop.wait)
     frame = Frame(client, panel, mic, record_seconds=ns.record_seconds, auto_minutes=ns.auto_minutes,
                   poll_seconds=ns.poll_seconds, caption=ns.caption)
     for action in ns.press:
@@ -73,7 +75,6 @@ def main(argv=None) -> int:
         ok = [frame.handle(frame.events.get()) for _ in range(frame.events.qsize())]
         return 0 if all(ok) else 1
     buttons = None if ns.no_buttons else Buttons(frame.press, ns.pins)
-    stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"frame: {type(panel).__name__} {panel.size[0]}x{panel.size[1]}, server {client.server}; buttons "
           f"{'off' if buttons is None else ns.pins}; Ctrl-C stops", flush=True)

@@ -52,7 +52,9 @@ class Backoff:
 
 class ArtClient:
     def __init__(self, server: str, *, token: str | None = None, palette: str = "inky7", panel: tuple[int, int] = (600, 448),
-                 timeout: float = 180.0, backoff: Backoff | None = None, sleep: Callable[[float], None] = time.sleep):
+                 timeout: float = 180.0, backoff: Backoff | None = None, sleep: Callable[[float], object] = time.sleep):
+        """sleep(seconds) waits between retries; when it returns True (threading.Event.wait of a stop event), the
+        retries end at once."""
         if not server.startswith(("http://", "https://")):
             server = "http://" + server
         self.server = server.rstrip("/")
@@ -115,7 +117,8 @@ class ArtClient:
                     wait = max(wait, retry_after)
                 if on_retry is not None:
                     on_retry(e, wait)
-                self.sleep(wait)
+                if self.sleep(wait):  # an Event's wait returns True when the frame is told to stop: retry no more
+                    raise
 
     def _once(self, method, path, body, content_type):
         req = urllib.request.Request(self.server + path, data=body, method=method)
