@@ -13,9 +13,11 @@ and what to do), 1 an unexpected internal error (with a traceback), 130 interrup
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -95,6 +97,46 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_cli_arguments(p)
 
 
+@dataclass(frozen=True)
+class RoomCommand:
+    """A command whose options (arguments: module, function) and handler (module, function) live in its own room.
+    Argument modules import only argparse helpers; the handler's module brings torch, FastAPI or PyTriton."""
+
+    name: str
+    arguments: tuple[str, str]
+    handler: tuple[str, str]
+    help: str
+    description: str
+
+
+ROOM_COMMANDS = (
+    RoomCommand("bench", ("engine.benchmark", "add_bench_arguments"), ("engine.benchmark", "cmd_bench"),
+                "fps against GPU temperature through the real frame path; --compare seeds",
+                "Measure the frame path (generator, upload, shaders, sink) frame by frame with GPU telemetry at 10 Hz; "
+                "write frames.csv, telemetry.csv, summary.json and report.png."),
+    RoomCommand("trt", ("engine.trt_build.cli", "add_trt_arguments"), ("engine.trt_build.cli", "cmd_trt"),
+                "export the generator to ONNX and build TensorRT engines ahead of a show",
+                "Record the generator's module calls, export each to ONNX and build a TensorRT plan for it, cached by "
+                "weights, shapes, precision, versions and GPU; engine run --backend tensorrt loads them."),
+    RoomCommand("voice", ("engine.voice", "add_voice_arguments"), ("engine.voice", "cmd_voice"),
+                "the work speaks: OSC in, Parler-TTS or espeak-ng out (seed 000)",
+                "Listen on OSC (/voice/say, /voice/describe, /voice/stop, /voice/event from engine run --voice) and "
+                "speak the lines with Parler-TTS or espeak-ng, to an audio device and/or WAV files; reply "
+                "/voice/started and /voice/done."),
+    RoomCommand("serve", ("engine.serve", "add_serve_arguments"), ("engine.serve", "cmd_serve"),
+                "art on demand over HTTP for an ePaper frame (seed 004)",
+                "Serve the engine's generator over HTTP: POST /generate (PNG, or dithered for an ePaper panel with "
+                "?palette=), /generate/new, /latest, /auto, /health, /metrics; /docs."),
+    RoomCommand("triton", ("engine.serve", "add_triton_arguments"), ("engine.serve.triton", "cmd_triton"),
+                "serve the generator on NVIDIA Triton (PyTriton) for engine serve --triton",
+                "Bind the generator as a Triton model with dynamic batching, one instance per GPU; engine serve "
+                "--triton URL sends its requests there. Run it from an environment made from the system's python3 "
+                "(bash .ci/install-triton)."),
+)
+#: Handlers imported when their command runs: the rooms', and `engine project` (its options are in build_parser).
+LAZY_HANDLERS = {c.name: c.handler for c in ROOM_COMMANDS} | {"project": ("engine.generators.project", "cmd_project")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="engine", description="Real-time GPU-native render engine for live visuals.")
     parser.add_argument("--version", action="version", version=f"engine {__version__}")
@@ -131,48 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_argument(pr)
     add_max_params_argument(pr)
 
-    # `engine bench` (engine.benchmark.cmd_bench; torch, matplotlib and tqdm are imported only when it runs).
-    from engine.benchmark import add_bench_arguments
-
-    be = sub.add_parser("bench", help="fps against GPU temperature through the real frame path; --compare seeds",
-                        description="Measure the frame path (generator, upload, shaders, sink) frame by frame with GPU "
-                                    "telemetry at 10 Hz; write frames.csv, telemetry.csv, summary.json and report.png.")
-    add_bench_arguments(be)
-
-    # `engine trt` (engine.trt_build.cli.cmd_trt; torch and TensorRT are imported only when it runs).
-    from engine.trt_build.cli import add_trt_arguments
-
-    tr = sub.add_parser("trt", help="export the generator to ONNX and build TensorRT engines ahead of a show",
-                        description="Record the generator's module calls, export each to ONNX and build a TensorRT plan "
-                                    "for it, cached by weights, shapes, precision, versions and GPU; engine run "
-                                    "--backend tensorrt loads them.")
-    add_trt_arguments(tr)
-
-    # `engine voice` (engine.voice.cmd_voice): a process of its own; speech never runs in the renderer.
-    from engine.voice import add_voice_arguments
-
-    vo = sub.add_parser("voice", help="the work speaks: OSC in, Parler-TTS or espeak-ng out (seed 000)",
-                        description="Listen on OSC (/voice/say, /voice/describe, /voice/stop, /voice/event from engine run "
-                                    "--voice) and speak the lines with Parler-TTS or espeak-ng, to an audio device and/or "
-                                    "WAV files; reply /voice/started and /voice/done.")
-    add_voice_arguments(vo)
-
-    # `engine serve` (engine.serve.cmd_serve; FastAPI, uvicorn and torch are imported only when it runs).
-    from engine.serve import add_serve_arguments
-
-    se = sub.add_parser("serve", help="art on demand over HTTP for an ePaper frame (seed 004)",
-                        description="Serve the engine's generator over HTTP: POST /generate (PNG, or dithered for an ePaper "
-                                    "panel with ?palette=), /generate/new, /latest, /auto, /health, /metrics; /docs.")
-    add_serve_arguments(se)
-
-    # `engine triton` (engine.serve.triton.cmd_triton; PyTriton and torch are imported only when it runs).
-    from engine.serve import add_triton_arguments
-
-    tt = sub.add_parser("triton", help="serve the generator on NVIDIA Triton (PyTriton) for engine serve --triton",
-                        description="Bind the generator as a Triton model with dynamic batching, one instance per GPU; "
-                                    "engine serve --triton URL sends its requests there. Run it from an environment "
-                                    "made from the system's python3 (bash .ci/install-triton).")
-    add_triton_arguments(tt)
+    # The commands with rooms of their own: each room adds its options here and is imported to run only when chosen.
+    for c in ROOM_COMMANDS:
+        add_arguments = getattr(importlib.import_module(c.arguments[0]), c.arguments[1])
+        add_arguments(sub.add_parser(c.name, help=c.help, description=c.description))
     return parser
 
 
@@ -340,30 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _extra_command(name: str):
-    if name == "project":
-        from engine.generators.project import cmd_project
-
-        return cmd_project
-    if name == "bench":
-        from engine.benchmark import cmd_bench
-
-        return cmd_bench
-    if name == "trt":
-        from engine.trt_build.cli import cmd_trt
-
-        return cmd_trt
-    if name == "voice":
-        from engine.voice import cmd_voice
-
-        return cmd_voice
-    if name == "serve":
-        from engine.serve import cmd_serve
-
-        return cmd_serve
-    if name == "triton":
-        from engine.serve.triton import cmd_triton
-
-        return cmd_triton
+    """The handler of a command outside this module, imported only now (torch and friends load with it)."""
+    if name in LAZY_HANDLERS:
+        module, function = LAZY_HANDLERS[name]
+        return getattr(importlib.import_module(module), function)
     raise UsageError(f"unknown command {name!r}; see `engine --help`")
 
 
