@@ -18,13 +18,20 @@ import logging
 log = logging.getLogger("engine.serve")
 
 
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    from engine.options import SIZE_HELP, add_threads_argument, output_size, positive_int
+def add_generator_arguments(p: argparse.ArgumentParser, generator_default: str | None) -> None:
+    """--generator, --size and --backend, as engine run has them: for engine serve and engine triton."""
+    from engine.options import SIZE_HELP, output_size
 
-    p.add_argument("--generator", default=None, metavar="SPEC", help="as for engine run (default stylegan2)")
+    p.add_argument("--generator", default=generator_default, metavar="SPEC", help="as for engine run (default stylegan2)")
     p.add_argument("--size", type=output_size, default=None, metavar="WxH", help=SIZE_HELP)
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|mps", help="where the generator runs (default auto)")
     p.add_argument("--backend", default="auto", metavar="auto|eager|compile|tensorrt", help="as for engine run (default auto)")
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.options import add_threads_argument, positive_int
+
+    add_generator_arguments(p, None)  # None: not given (--triton refuses it), stylegan2 otherwise
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|mps", help="where the generator runs (default auto)")
     p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for the frame on the LAN, with --token)")
     p.add_argument("--port", type=int, default=8000, metavar="PORT", help="HTTP port (default 8000)")
@@ -46,15 +53,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_triton_arguments(p: argparse.ArgumentParser) -> None:
-    from engine.options import SIZE_HELP, add_threads_argument, output_size, positive_int
+    from engine.options import add_threads_argument, positive_int
 
-    p.add_argument("--generator", default="stylegan2", metavar="SPEC", help="as for engine run (default stylegan2)")
-    p.add_argument("--size", type=output_size, default=None, metavar="WxH", help=SIZE_HELP)
+    add_generator_arguments(p, "stylegan2")
     p.add_argument("--devices", default="auto", metavar="auto|cpu|cuda:0,cuda:1",
                    help="one model instance per device (default auto: every CUDA GPU, else the CPU)")
     p.add_argument("--instances", type=positive_int, default=1, metavar="N",
                    help="model instances per device (default 1; more only helps a CPU with cores to spare)")
-    p.add_argument("--backend", default="auto", metavar="auto|eager|compile|tensorrt", help="as for engine run (default auto)")
     p.add_argument("--model", default="engine", metavar="NAME", help="the model's name on Triton (default engine)")
     p.add_argument("--max-batch", type=positive_int, default=8, metavar="N", help="the largest merged batch (default 8)")
     p.add_argument("--queue-delay-ms", type=float, default=20.0, metavar="MS",
