@@ -45,7 +45,9 @@ DEFAULT_MODEL = "engine"
 #: (name, numpy dtype) of the model's inputs, each of shape [1] per request; the client sends all of them.
 INPUTS = (("seed", np.int64), ("psi", np.float32), ("steps", np.int32), ("guidance", np.float32),
           ("prompt", np.bytes_), ("negative_prompt", np.bytes_))
-TRITON_DTYPES = {np.int64: "INT64", np.float32: "FP32", np.int32: "INT32", np.bytes_: "BYTES"}
+#: Each input's Triton datatype, for the client's InferInput.
+TRITON_TYPES = {name: {np.int64: "INT64", np.float32: "FP32", np.int32: "INT32", np.bytes_: "BYTES"}[dtype]
+                for name, dtype in INPUTS}
 
 
 # -- the wire format (both sides) ------------------------------------------------------------------------------------
@@ -271,7 +273,7 @@ class TritonRenderer:
         for req in reqs:
             inputs = []
             for name, arr in encode_request(req).items():
-                t = http.InferInput(name, list(arr.shape), TRITON_DTYPES[dict(INPUTS)[name]])
+                t = http.InferInput(name, list(arr.shape), TRITON_TYPES[name])
                 t.set_data_from_numpy(arr, binary_data=True)
                 inputs.append(t)
             wanted = [http.InferRequestedOutput("image", binary_data=True), http.InferRequestedOutput("prompt", binary_data=True)]

@@ -21,9 +21,10 @@ from typing import Callable
 class ServerError(Exception):
     """The server could not be reached, or refused the request (`status`, None when unreachable)."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds, from a 429's or 503's Retry-After
 
 
 @dataclass
@@ -107,14 +108,13 @@ class ArtClient:
             try:
                 return self._once(method, path, body, content_type)
             except ServerError as e:
-                retry_after = getattr(e, "retry_after", None)
                 if e.status is not None and e.status < 500 and e.status != 429:
                     raise
                 wait = next(waits, None)
                 if wait is None:
                     raise
-                if retry_after is not None:
-                    wait = max(wait, retry_after)
+                if e.retry_after is not None:
+                    wait = max(wait, e.retry_after)
                 if on_retry is not None:
                     on_retry(e, wait)
                 if self.sleep(wait):  # an Event's wait returns True when the frame is told to stop: retry no more
@@ -134,10 +134,9 @@ class ArtClient:
                 detail = json.loads(e.read()).get("detail", "")
             except Exception:
                 detail = ""
-            err = ServerError(f"the server answered {e.code}: {detail or e.reason}", e.code)
             ra = e.headers.get("Retry-After") if e.headers else None
-            err.retry_after = float(ra) if ra and ra.isdigit() else None
-            raise err from None
+            raise ServerError(f"the server answered {e.code}: {detail or e.reason}", e.code,
+                              float(ra) if ra and ra.isdigit() else None) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ServerError(f"cannot reach {self.server} ({reason})") from None

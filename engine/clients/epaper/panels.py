@@ -98,9 +98,9 @@ def with_strip(image: Image.Image | None, size: tuple[int, int], text: str) -> I
     font = _font(max(12, h // 28))
     draw = ImageDraw.Draw(page)
     draw.fontmode = "1"  # no antialiasing: no grey pixels
-    chars = max(10, int(w / (font.size * 0.55))) if hasattr(font, "size") else 60
-    lines = textwrap.wrap(text, chars)[:3]
-    line_h = (font.size if hasattr(font, "size") else 12) + 4
+    font_px = getattr(font, "size", 12)  # Pillow's built-in bitmap font has no size: 12 px
+    lines = textwrap.wrap(text, max(10, int(w / (font_px * 0.55))))[:3]
+    line_h = font_px + 4
     top = h - line_h * len(lines) - 8
     draw.rectangle((0, top, w, h), fill=(255, 255, 255))
     for i, line in enumerate(lines):
